@@ -1,0 +1,12 @@
+"""EmerDiff: label-free segmentation from a frozen Stable Diffusion model. No ROS imports here."""
+
+from .config import PRESETS, EmerDiffConfig, ParamSpec, config_fields
+from .masks import LowResMasks
+from .models import RANDOM_MODELS, CheckpointError, DiffusionModel, load_model
+from .segmenter import EncodedFrame, Segmentation, Segmenter
+from .stats import FrameStats
+
+__all__ = [
+    "PRESETS", "EmerDiffConfig", "ParamSpec", "config_fields", "LowResMasks", "RANDOM_MODELS", "CheckpointError",
+    "DiffusionModel", "load_model", "EncodedFrame", "Segmentation", "Segmenter", "FrameStats",
+]

@@ -1,0 +1,148 @@
+"""The one configuration object for EmerDiff and the settings that run it.
+
+Every field carries its external name (CLI flag ``--num-masks`` / ROS parameter ``num_masks``),
+a description and its valid range in the field metadata, so the CLI, the ROS node and the
+presets are generated from this class rather than copied from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Iterator, NamedTuple
+
+# diffusers names of the attention layers the paper refers to (SD 1.x/2.x block layout).
+FEATURE_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
+# The paper does not say which of the three cross-attention layers of the 16x16 up block it
+# perturbs. The only public re-implementation (the CARLA study) perturbs the last one; it also
+# hands the offset straight to the 32x32 upsampler, so we use it and keep it configurable.
+MODULATION_LAYER = "up_blocks.1.attentions.2.transformer_blocks.0.attn2"
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+
+
+def _param(default: Any, description: str, *, low=None, high=None, choices=None, name=None):
+    return field(
+        default=default,
+        metadata={"description": description, "low": low, "high": high, "choices": choices, "name": name},
+    )
+
+
+class ParamSpec(NamedTuple):
+    """One configuration field as the outside world sees it."""
+
+    name: str  # external name: ROS parameter, CLI flag with '-' for '_'
+    attr: str  # attribute on EmerDiffConfig
+    type: type
+    default: Any
+    description: str
+    low: float | None
+    high: float | None
+    choices: tuple[str, ...] | None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class EmerDiffConfig:
+    # --- the method, with the paper's defaults ---
+    num_masks: int = _param(25, "K: number of k-means clusters, i.e. low-resolution masks", low=2, high=4096)
+    modulation_lambda: float = _param(
+        10.0, "lambda: offset added to the masked tokens (+lambda and -lambda)", low=0.0, high=10000.0, name="lambda"
+    )
+    modulation_timestep: int = _param(
+        281, "t_m: timestep of the modulated step (snapped to the schedule)", low=1, high=999, name="t_m"
+    )
+    num_inference_steps: int = _param(50, "steps of the DDPM schedule the inversion uses", low=2, high=1000, name="steps")
+    feature_timestep: int = _param(1, "t_f: timestep at which the query features are read", low=0, high=999, name="t_f")
+    feature_draws: int = _param(100, "noise draws the query features are averaged over", low=1, high=1000)
+    feature_layer: str = _param(FEATURE_LAYER, "attention layer whose to_q output is clustered")
+    modulation_layer: str = _param(MODULATION_LAYER, "attention layer whose output is modulated")
+    attention_injection: bool = _param(
+        True, "fix every attention map to the unmodulated reconstruction's during modulated denoising"
+    )
+    blur_sigma: float = _param(0.8, "Gaussian blur (pixels) of the decoded differences; 0 disables", low=0.0, high=20.0)
+    resolution: int = _param(
+        512, "processing size: the image is resized to about resolution^2 pixels, sides multiples of 64",
+        low=64, high=2048,
+    )
+    kmeans_restarts: int = _param(10, "k-means++ restarts; the best inertia wins", low=1, high=1000)
+    seed: int = _param(0, "seed of every noise draw and of k-means: same seed, same labels", low=0, high=2**31 - 1)
+    # --- model and runtime ---
+    model: str = _param(DEFAULT_MODEL, "Hugging Face id or local diffusers folder of an SD 1.x/2.x checkpoint, or tiny-random")
+    device: str = _param("auto", "torch device: auto, cpu, cuda, cuda:N")
+    dtype: str = _param("auto", "weights dtype: auto (float16 on GPU, float32 on CPU)",
+                        choices=("auto", "float32", "float16", "bfloat16"))
+    max_batch: int = _param(
+        64, "most UNet samples per call (the reference and whole +/- pairs); lowered on out-of-memory", low=3, high=4096
+    )
+    max_decode_batch: int = _param(
+        16, "most images per VAE decode (whole +/- pairs); lowered automatically on out-of-memory", low=2, high=1024
+    )
+
+    def __post_init__(self) -> None:
+        for spec in config_fields():
+            value = getattr(self, spec.attr)
+            if spec.type is float and type(value) is int:
+                value = float(value)
+                object.__setattr__(self, spec.attr, value)
+            if type(value) is not spec.type:
+                raise ValueError(f"{spec.name} must be {spec.type.__name__}, got {value!r}")
+            problem = spec_violation(spec, value)
+            if problem:
+                raise ValueError(problem)
+
+    def replace(self, **changes: Any) -> "EmerDiffConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_preset(cls, preset: str = "paper", **overrides: Any) -> "EmerDiffConfig":
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})
+
+    def as_params(self) -> dict[str, Any]:
+        """External name -> value, e.g. for logging or a ROS parameter file."""
+        return {spec.name: getattr(self, spec.attr) for spec in config_fields()}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # A CARLA driving-scene study found K = 10-15 best; fewer clusters also means fewer samples.
+    "carla": {"num_masks": 15},
+}
+
+
+def spec_violation(spec: ParamSpec, value: Any) -> str | None:
+    """Why value is not acceptable for spec, or None."""
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if spec.type in (int, float):
+        if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+            return f"{spec.name} must be between {spec.low} and {spec.high}, got {value!r}"
+    if spec.type is str and not value:
+        return f"{spec.name} must not be empty"
+    return None
+
+
+def config_fields() -> Iterator[ParamSpec]:
+    for f in fields(EmerDiffConfig):
+        meta = f.metadata
+        yield ParamSpec(
+            name=meta["name"] or f.name,
+            attr=f.name,
+            type={"int": int, "float": float, "str": str, "bool": bool}[f.type],
+            default=f.default if f.default is not MISSING else None,
+            description=meta["description"],
+            low=meta["low"],
+            high=meta["high"],
+            choices=meta["choices"],
+        )
+
+
+def field_by_name(name: str) -> ParamSpec:
+    for spec in config_fields():
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,73 @@
+"""Image checks, the processing size, and the small image operations of the method."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+LATENT_MULTIPLE = 64  # SD's VAE divides by 8 and the UNet halves three more times
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An H x W x 3 uint8 RGB array from an RGB, RGBA or grey uint8 array, or a clear error."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"image must be H x W, H x W x 3 or H x W x 4, got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def processing_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """(width, height) with about resolution^2 pixels, the input's aspect ratio, sides multiples of 64."""
+    scale = resolution / math.sqrt(width * height)
+
+    def side(x: int) -> int:
+        return max(LATENT_MULTIPLE, round(x * scale / LATENT_MULTIPLE) * LATENT_MULTIPLE)
+
+    return side(width), side(height)
+
+
+def to_model_input(image: np.ndarray, size: tuple[int, int], device, dtype) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1], resized to size = (width, height)."""
+    if (image.shape[1], image.shape[0]) != size:
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+    tensor = torch.tensor(image, device=device, dtype=torch.float32).permute(2, 0, 1)[None]
+    return (tensor / 127.5 - 1.0).to(dtype)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W), replicating the borders."""
+    if sigma <= 0:
+        return images
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(images.dtype)
+    channels = images.shape[1]
+    out = images
+    for shape, pad in (((1, -1), (radius, radius, 0, 0)), ((-1, 1), (0, 0, radius, radius))):
+        weight = kernel.view(1, 1, *shape).expand(channels, 1, -1, -1)
+        out = F.conv2d(F.pad(out, pad, mode="replicate"), weight, groups=channels)
+    return out
+
+
+def label_dtype(num_masks: int) -> np.dtype:
+    """uint8 while every label and the reserved no-label value (the dtype's maximum) fit."""
+    return np.dtype(np.uint8) if num_masks <= 255 else np.dtype(np.uint16)
+
+
+def no_label(dtype: np.dtype) -> int:
+    """The value that marks 'no label' (for example a LiDAR point outside the image)."""
+    return int(np.iinfo(dtype).max)

@@ -1,0 +1,1 @@
+"""ROS-free streaming parts shared by the node and the offline tools."""

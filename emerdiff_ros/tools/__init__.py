@@ -1,0 +1,1 @@
+"""Offline tools: folders and bags in, segmented outputs out; evaluation, sweeps, benchmark."""

@@ -1,0 +1,59 @@
+"""Per-frame speed and memory of the engine on a real sample frame resized to a given size."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..engine import Segmenter
+from .samples import sample_images
+
+
+def bench_image(size: tuple[int, int]) -> np.ndarray:
+    with Image.open(sample_images()[0]) as image:
+        return np.array(image.convert("RGB").resize(size, Image.BICUBIC))
+
+
+def benchmark(segmenter: Segmenter, size: tuple[int, int], frames: int = 3, warmup: int = 1) -> dict:
+    image = bench_image(size)
+    for _ in range(warmup):
+        segmenter.segment(image)
+    runs = [segmenter.segment(image).stats for _ in range(frames)]
+    last = runs[-1]
+    device = segmenter.model.device
+    return {
+        "model": segmenter.config.model,
+        "random_weights": segmenter.model.random_weights,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "dtype": str(segmenter.model.dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "image_size": list(size),
+        "processing_size": list(last.processing_size),
+        "num_masks": last.masks,
+        "frames": frames,
+        "seconds_per_frame": float(np.mean([r.seconds for r in runs])),
+        "stage_seconds": {k: float(np.mean([r.stage_seconds[k] for r in runs])) for k in last.stage_seconds},
+        "unet_sample_evals": last.unet_sample_evals,
+        "sequential_unet_calls": last.sequential_unet_calls,
+        "vae_decodes": last.vae_decodes,
+        "peak_memory_mb": max(r.peak_memory_mb for r in runs),
+        "max_batch": last.max_batch,
+    }
+
+
+def format_report(report: dict) -> list[str]:
+    stages = ", ".join(f"{k} {v:.3f}" for k, v in report["stage_seconds"].items())
+    return [
+        f"model: {report['model']}{' (random weights)' if report['random_weights'] else ''} on {report['device']}, "
+        f"{report['dtype']}, torch {report['torch']}",
+        f"image {report['image_size'][0]}x{report['image_size'][1]} -> processed at "
+        f"{report['processing_size'][0]}x{report['processing_size'][1]}, K = {report['num_masks']}, "
+        f"{report['frames']} frames",
+        f"seconds per frame: {report['seconds_per_frame']:.3f}  ({stages})",
+        f"UNet sample-evaluations: {report['unet_sample_evals']}, sequential UNet calls: "
+        f"{report['sequential_unet_calls']}, VAE decodes: {report['vae_decodes']}",
+        f"peak memory: {report['peak_memory_mb']:.0f} MB",
+    ]

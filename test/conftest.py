@@ -1,0 +1,29 @@
+import numpy as np
+import pytest
+
+from emerdiff_ros.engine import EmerDiffConfig, Segmenter, load_model
+from emerdiff_ros.tools.images import read_rgb
+from emerdiff_ros.tools.samples import sample_dir
+
+# Small but real: the tiny random model, few masks, small processing size, few feature draws.
+FAST = dict(model="tiny-random", num_masks=6, resolution=128, feature_draws=8, kmeans_restarts=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return load_model("tiny-random", device="cpu")
+
+
+@pytest.fixture
+def segmenter(tiny_model):
+    return Segmenter(tiny_model, EmerDiffConfig(**FAST))
+
+
+@pytest.fixture(scope="session")
+def cshenron_frame() -> np.ndarray:
+    return read_rgb(sample_dir() / "cshenron_000000.png")  # 1024 x 256
+
+
+@pytest.fixture(scope="session")
+def carla_frame() -> np.ndarray:
+    return read_rgb(sample_dir() / "carla_800x600_000043.png")  # 800 x 600
