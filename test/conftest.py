@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -27,3 +29,18 @@ def cshenron_frame() -> np.ndarray:
 @pytest.fixture(scope="session")
 def carla_frame() -> np.ndarray:
     return read_rgb(sample_dir() / "carla_800x600_000043.png")  # 800 x 600
+
+
+# DDS discovery stays on loopback in tests: no traffic leaves this machine.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 200 + 20))
+
+
+@pytest.fixture(scope="session")
+def ros():
+    """The default rclpy context, for the test's own nodes."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()

@@ -2,7 +2,8 @@
 
 Every field carries its external name (CLI flag ``--num-masks`` / ROS parameter ``num_masks``),
 a description and its valid range in the field metadata, so the CLI, the ROS node and the
-presets are generated from this class rather than copied from it.
+presets are generated from this class rather than copied from it. `param`, `param_specs` and
+`check_fields` serve any settings dataclass written the same way (the node's own settings too).
 """
 
 from __future__ import annotations
@@ -20,24 +21,32 @@ MODULATION_LAYER = "up_blocks.1.attentions.2.transformer_blocks.0.attn2"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 
 
-def _param(default: Any, description: str, *, low=None, high=None, choices=None, name=None):
-    return field(
-        default=default,
-        metadata={"description": description, "low": low, "high": high, "choices": choices, "name": name},
-    )
+def param(default: Any, description: str, *, low=None, high=None, choices=None, name=None, length=None,
+          read_only=False):
+    """A settings field: default, description, and what makes a value valid.
+
+    read_only marks settings that need a restart (a new model) to change.
+    """
+    metadata = {"description": description, "low": low, "high": high, "choices": choices, "name": name,
+                "length": length, "read_only": read_only}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class ParamSpec(NamedTuple):
     """One configuration field as the outside world sees it."""
 
     name: str  # external name: ROS parameter, CLI flag with '-' for '_'
-    attr: str  # attribute on EmerDiffConfig
-    type: type
+    attr: str  # attribute on the dataclass
+    type: type  # bool, int, float, str, or tuple (of floats)
     default: Any
     description: str
     low: float | None
     high: float | None
     choices: tuple[str, ...] | None
+    length: int | None  # tuples only
+    read_only: bool
 
     @property
     def flag(self) -> str:
@@ -47,51 +56,45 @@ class ParamSpec(NamedTuple):
 @dataclass(frozen=True)
 class EmerDiffConfig:
     # --- the method, with the paper's defaults ---
-    num_masks: int = _param(25, "K: number of k-means clusters, i.e. low-resolution masks", low=2, high=4096)
-    modulation_lambda: float = _param(
+    num_masks: int = param(25, "K: number of k-means clusters, i.e. low-resolution masks", low=2, high=4096)
+    modulation_lambda: float = param(
         10.0, "lambda: offset added to the masked tokens (+lambda and -lambda)", low=0.0, high=10000.0, name="lambda"
     )
-    modulation_timestep: int = _param(
+    modulation_timestep: int = param(
         281, "t_m: timestep of the modulated step (snapped to the schedule)", low=1, high=999, name="t_m"
     )
-    num_inference_steps: int = _param(50, "steps of the DDPM schedule the inversion uses", low=2, high=1000, name="steps")
-    feature_timestep: int = _param(1, "t_f: timestep at which the query features are read", low=0, high=999, name="t_f")
-    feature_draws: int = _param(100, "noise draws the query features are averaged over", low=1, high=1000)
-    feature_layer: str = _param(FEATURE_LAYER, "attention layer whose to_q output is clustered")
-    modulation_layer: str = _param(MODULATION_LAYER, "attention layer whose output is modulated")
-    attention_injection: bool = _param(
+    num_inference_steps: int = param(50, "steps of the DDPM schedule the inversion uses", low=2, high=1000, name="steps")
+    feature_timestep: int = param(1, "t_f: timestep at which the query features are read", low=0, high=999, name="t_f")
+    feature_draws: int = param(100, "noise draws the query features are averaged over", low=1, high=1000)
+    feature_layer: str = param(FEATURE_LAYER, "attention layer whose to_q output is clustered")
+    modulation_layer: str = param(MODULATION_LAYER, "attention layer whose output is modulated")
+    attention_injection: bool = param(
         True, "fix every attention map to the unmodulated reconstruction's during modulated denoising"
     )
-    blur_sigma: float = _param(0.8, "Gaussian blur (pixels) of the decoded differences; 0 disables", low=0.0, high=20.0)
-    resolution: int = _param(
+    blur_sigma: float = param(0.8, "Gaussian blur (pixels) of the decoded differences; 0 disables", low=0.0, high=20.0)
+    resolution: int = param(
         512, "processing size: the image is resized to about resolution^2 pixels, sides multiples of 64",
         low=64, high=2048,
     )
-    kmeans_restarts: int = _param(10, "k-means++ restarts; the best inertia wins", low=1, high=1000)
-    seed: int = _param(0, "seed of every noise draw and of k-means: same seed, same labels", low=0, high=2**31 - 1)
+    kmeans_restarts: int = param(10, "k-means++ restarts; the best inertia wins", low=1, high=1000)
+    seed: int = param(0, "seed of every noise draw and of k-means: same seed, same labels", low=0, high=2**31 - 1)
     # --- model and runtime ---
-    model: str = _param(DEFAULT_MODEL, "Hugging Face id or local diffusers folder of an SD 1.x/2.x checkpoint, or tiny-random")
-    device: str = _param("auto", "torch device: auto, cpu, cuda, cuda:N")
-    dtype: str = _param("auto", "weights dtype: auto (float16 on GPU, float32 on CPU)",
-                        choices=("auto", "float32", "float16", "bfloat16"))
-    max_batch: int = _param(
+    model: str = param(
+        DEFAULT_MODEL, "Hugging Face id or local diffusers folder of an SD 1.x/2.x checkpoint, or tiny-random",
+        read_only=True,
+    )
+    device: str = param("auto", "torch device: auto, cpu, cuda, cuda:N", read_only=True)
+    dtype: str = param("auto", "weights dtype: auto (float16 on GPU, float32 on CPU)",
+                       choices=("auto", "float32", "float16", "bfloat16"), read_only=True)
+    max_batch: int = param(
         64, "most UNet samples per call (the reference and whole +/- pairs); lowered on out-of-memory", low=3, high=4096
     )
-    max_decode_batch: int = _param(
+    max_decode_batch: int = param(
         16, "most images per VAE decode (whole +/- pairs); lowered automatically on out-of-memory", low=2, high=1024
     )
 
     def __post_init__(self) -> None:
-        for spec in config_fields():
-            value = getattr(self, spec.attr)
-            if spec.type is float and type(value) is int:
-                value = float(value)
-                object.__setattr__(self, spec.attr, value)
-            if type(value) is not spec.type:
-                raise ValueError(f"{spec.name} must be {spec.type.__name__}, got {value!r}")
-            problem = spec_violation(spec, value)
-            if problem:
-                raise ValueError(problem)
+        check_fields(self)
 
     def replace(self, **changes: Any) -> "EmerDiffConfig":
         return replace(self, **changes)
@@ -114,6 +117,43 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, ...]": tuple}
+
+
+def param_specs(cls) -> Iterator[ParamSpec]:
+    """The fields of a settings dataclass as the outside world sees them."""
+    for f in fields(cls):
+        meta = f.metadata
+        default = f.default if f.default is not MISSING else f.default_factory()
+        yield ParamSpec(
+            name=meta["name"] or f.name, attr=f.name, type=_TYPES[f.type], default=default,
+            description=meta["description"], low=meta["low"], high=meta["high"], choices=meta["choices"],
+            length=meta["length"], read_only=meta["read_only"],
+        )
+
+
+def config_fields() -> Iterator[ParamSpec]:
+    return param_specs(EmerDiffConfig)
+
+
+def check_fields(obj) -> None:
+    """Coerce ints to floats where floats are due; raise ValueError with the reason for any bad value."""
+    for spec in param_specs(type(obj)):
+        value = getattr(obj, spec.attr)
+        if spec.type is float and type(value) is int:
+            value = float(value)
+        elif spec.type is tuple and isinstance(value, (list, tuple)):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"{spec.name} must be a list of numbers, got {value!r}")
+            value = tuple(float(v) for v in value)
+        if type(value) is not spec.type:
+            raise ValueError(f"{spec.name} must be {spec.type.__name__}, got {value!r}")
+        problem = spec_violation(spec, value)
+        if problem:
+            raise ValueError(problem)
+        object.__setattr__(obj, spec.attr, value)
+
+
 def spec_violation(spec: ParamSpec, value: Any) -> str | None:
     """Why value is not acceptable for spec, or None."""
     if spec.choices is not None and value not in spec.choices:
@@ -123,26 +163,6 @@ def spec_violation(spec: ParamSpec, value: Any) -> str | None:
             return f"{spec.name} must be between {spec.low} and {spec.high}, got {value!r}"
     if spec.type is str and not value:
         return f"{spec.name} must not be empty"
+    if spec.length is not None and len(value) != spec.length:
+        return f"{spec.name} must have {spec.length} values, got {len(value)}"
     return None
-
-
-def config_fields() -> Iterator[ParamSpec]:
-    for f in fields(EmerDiffConfig):
-        meta = f.metadata
-        yield ParamSpec(
-            name=meta["name"] or f.name,
-            attr=f.name,
-            type={"int": int, "float": float, "str": str, "bool": bool}[f.type],
-            default=f.default if f.default is not MISSING else None,
-            description=meta["description"],
-            low=meta["low"],
-            high=meta["high"],
-            choices=meta["choices"],
-        )
-
-
-def field_by_name(name: str) -> ParamSpec:
-    for spec in config_fields():
-        if spec.name == name:
-            return spec
-    raise KeyError(name)

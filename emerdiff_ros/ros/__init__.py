@@ -1,0 +1,1 @@
+"""rclpy glue: the node, its parameters, message codecs and diagnostics."""

@@ -1,0 +1,71 @@
+"""Counters the node keeps, and the /diagnostics message built from them."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from ..engine import FrameStats
+
+
+@dataclass
+class NodeHealth:
+    """Everything /diagnostics reports; updated from callbacks and the worker (thread-safe)."""
+
+    counts: Counter = field(default_factory=Counter)
+    last_stats: FrameStats | None = None
+    last_latency_s: float | None = None
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[key] += n
+
+    def frame_done(self, stats: FrameStats, latency_s: float) -> None:
+        with self.lock:
+            self.counts["frames_processed"] += 1
+            self.last_stats, self.last_latency_s = stats, latency_s
+            self.last_error = None  # a frame went through: the failure is history (still counted)
+
+    def failed(self, reason: str) -> None:
+        with self.lock:
+            self.counts["processing_errors"] += 1
+            self.last_error = reason
+
+
+def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, input_rate: float,
+                        processed_rate: float, dropped: int, smoke_note: str | None) -> DiagnosticArray:
+    with health.lock:
+        counts, stats, latency, error = dict(health.counts), health.last_stats, health.last_latency_s, health.last_error
+    values = {
+        "input_rate_hz": f"{input_rate:.2f}",
+        "processed_rate_hz": f"{processed_rate:.2f}",
+        "dropped_frames": str(dropped),
+        "stamp_to_publish_latency_s": "" if latency is None else f"{latency:.3f}",
+    }
+    for key in ("frames_received", "frames_processed", "processing_errors", "bad_images", "bad_clouds",
+                "bad_camera_info", "unmatched_lidar", "unmatched_radar", "nan_points_lidar", "nan_points_radar",
+                "clouds_without_camera_info"):
+        values[key] = str(counts.get(key, 0))
+    if stats is not None:
+        values.update({f"seconds_{stage}": f"{s:.3f}" for stage, s in stats.stage_seconds.items()})
+        values.update(seconds_per_frame=f"{stats.seconds:.3f}", unet_sample_evals=str(stats.unet_sample_evals),
+                      sequential_unet_calls=str(stats.sequential_unet_calls), vae_decodes=str(stats.vae_decodes),
+                      peak_memory_mb=f"{stats.peak_memory_mb:.0f}", masks=str(stats.masks))
+    if error is not None:
+        level, message = DiagnosticStatus.ERROR, f"last frame failed: {error}"
+    elif smoke_note:
+        level, message = DiagnosticStatus.WARN, smoke_note
+    elif input_rate > 0 and processed_rate == 0 and counts.get("frames_processed", 0) == 0:
+        level, message = DiagnosticStatus.WARN, "frames arrive but none has been segmented yet"
+    else:
+        level, message = DiagnosticStatus.OK, "segmenting"
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array

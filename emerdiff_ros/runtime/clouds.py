@@ -1,0 +1,96 @@
+"""PointCloud2 contents without ROS: fields read by their offsets, and a label field appended.
+
+The CARLA bridge's radar cloud has padding (ElevationAngle at offset 28, point_step 32), so fields
+are always read through their declared offsets, never by assuming a packed layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+# sensor_msgs/PointField datatypes
+INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
+NUMPY_TYPES = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4",
+               FLOAT64: "f8"}
+LABEL_FIELD = "label"
+LABEL_DATATYPE = UINT16
+NO_LABEL = 65535  # a point outside the image, behind the camera, or with a NaN coordinate
+
+
+class CloudError(ValueError):
+    """The cloud's layout does not describe its data."""
+
+
+@dataclass(frozen=True)
+class CloudField:
+    name: str
+    offset: int
+    datatype: int
+    count: int = 1
+
+    @property
+    def size(self) -> int:
+        return np.dtype(NUMPY_TYPES[self.datatype]).itemsize * self.count
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """The layout and bytes of a PointCloud2."""
+
+    fields: tuple[CloudField, ...]
+    point_step: int
+    row_step: int
+    width: int
+    height: int
+    data: bytes
+    is_bigendian: bool = False
+
+    def check(self) -> None:
+        """Raise CloudError unless the layout fits the data (cheap: no copy)."""
+        for f in self.fields:
+            if f.datatype not in NUMPY_TYPES:
+                raise CloudError(f"field {f.name!r} has unknown datatype {f.datatype}")
+            if f.offset < 0 or f.offset + f.size > self.point_step:
+                raise CloudError(f"field {f.name!r} (offset {f.offset}) does not fit point_step {self.point_step}")
+        if self.width and self.row_step < self.point_step * self.width:
+            raise CloudError(f"row_step {self.row_step} < point_step {self.point_step} x width {self.width}")
+        if len(self.data) < self.row_step * self.height:
+            raise CloudError(f"{len(self.data)} bytes of data, layout needs {self.row_step * self.height}")
+        missing = {"x", "y", "z"} - {f.name for f in self.fields}
+        if missing:
+            raise CloudError(f"no {', '.join(sorted(missing))} field")
+
+    @property
+    def size(self) -> int:
+        return self.width * self.height
+
+    def field(self, name: str) -> np.ndarray:
+        """(points,) values of one field, read through its offset."""
+        for f in self.fields:
+            if f.name == name:
+                dtype = np.dtype(NUMPY_TYPES[f.datatype]).newbyteorder(">" if self.is_bigendian else "<")
+                view = np.ndarray((self.height, self.width), dtype=dtype, buffer=self.data, offset=f.offset,
+                                  strides=(self.row_step, self.point_step))
+                return view.reshape(-1)
+        raise KeyError(name)
+
+    def xyz(self) -> np.ndarray:
+        return np.stack([self.field(axis).astype(np.float64) for axis in "xyz"], axis=1)
+
+    def with_labels(self, labels: np.ndarray) -> "Cloud":
+        """A packed copy with a uint16 `label` field after the existing ones (replacing one of that name)."""
+        if len(labels) != self.size:
+            raise ValueError(f"{len(labels)} labels for {self.size} points")
+        kept = tuple(f for f in self.fields if f.name != LABEL_FIELD)
+        offset = -(-self.point_step // 2) * 2  # uint16 alignment
+        step = -(-(offset + 2) // 4) * 4  # keep points 4-byte aligned
+        packed = np.zeros((self.size, step), dtype=np.uint8)
+        raw = np.ndarray((self.height, self.width, self.point_step), dtype=np.uint8, buffer=self.data,
+                         strides=(self.row_step, self.point_step, 1))
+        packed[:, : self.point_step] = raw.reshape(self.size, self.point_step)
+        order = ">" if self.is_bigendian else "<"
+        packed[:, offset : offset + 2] = labels.astype(order + "u2").view(np.uint8).reshape(-1, 2)
+        return replace(self, fields=kept + (CloudField(LABEL_FIELD, offset, LABEL_DATATYPE),), point_step=step,
+                       row_step=step * self.width, data=packed.tobytes())

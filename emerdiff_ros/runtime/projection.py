@@ -1,0 +1,73 @@
+"""Camera model and the projection of sensor points into the label image.
+
+Poses follow the CARLA bridge's objects file: [x, y, z, roll, pitch, yaw] of a sensor in the
+vehicle frame, metres and degrees, ROS axes (x forward, y left, z up). The bridge publishes LiDAR
+and radar points in those sensor axes and the camera image in the camera's optical frame
+(x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .clouds import NO_LABEL
+
+# optical = BODY_TO_OPTICAL @ body: x_o = -y_b, y_o = -z_b, z_o = x_b
+BODY_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+MIN_DEPTH = 0.1  # metres in front of the camera
+
+
+def pose_matrix(pose) -> np.ndarray:
+    """4x4 transform of a [x, y, z, roll, pitch, yaw (degrees)] pose (rotation Rz(yaw) Ry(pitch) Rx(roll))."""
+    x, y, z, roll, pitch, yaw = (float(v) for v in pose)
+    r, p, w = np.radians([roll, pitch, yaw])
+    rx = np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
+    ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
+    rz = np.array([[np.cos(w), -np.sin(w), 0], [np.sin(w), np.cos(w), 0], [0, 0, 1]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rz @ ry @ rx
+    matrix[:3, 3] = (x, y, z)
+    return matrix
+
+
+def sensor_to_optical(camera_pose, sensor_pose) -> np.ndarray:
+    """4x4 transform from a sensor's frame to the camera's optical frame."""
+    body = np.linalg.inv(pose_matrix(camera_pose)) @ pose_matrix(sensor_pose)
+    optical = np.eye(4)
+    optical[:3, :3] = BODY_TO_OPTICAL
+    return optical @ body
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def resized(self, width: int, height: int) -> "CameraModel":
+        """The same camera for an image of another size (intrinsics scale with it)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        return CameraModel(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+
+
+def point_labels(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel, labels: np.ndarray) -> np.ndarray:
+    """uint16 label of each (N, 3) point from the label image it projects into; NO_LABEL where none."""
+    if labels.shape != (camera.height, camera.width):
+        camera = camera.resized(labels.shape[1], labels.shape[0])
+    optical = points @ to_optical[:3, :3].T + to_optical[:3, 3]
+    x, y, z = optical.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.floor(camera.fx * x / z + camera.cx)
+        v = np.floor(camera.fy * y / z + camera.cy)
+        inside = (z > MIN_DEPTH) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    inside &= np.isfinite(optical).all(axis=1)
+    out = np.full(len(points), NO_LABEL, dtype=np.uint16)
+    out[inside] = labels[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    return out

@@ -1,0 +1,215 @@
+"""Real DDS traffic for node tests: a CARLA-bridge-like publisher and output collectors."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from emerdiff_ros.ros.node import EmerDiffNode
+
+# Fast, real: the tiny random model at a small processing size.
+FAST_PARAMS = dict(model="tiny-random", device="cpu", resolution=128, num_masks=4, feature_draws=4,
+                   kmeans_restarts=1, max_rate_hz=0.0)
+ROLE = "/carla/ego_vehicle"
+WIDTH, HEIGHT, FOV = 800, 600, 90.0
+FX = WIDTH / (2 * math.tan(math.radians(FOV) / 2))  # the bridge's camera_info: fx = fy, centre of the image
+
+
+def stamp(seconds: float) -> Time:
+    return Time(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)))
+
+
+def bgra_image(rgb: np.ndarray, t: float, frame_id: str = "ego_vehicle/rgb_front") -> Image:
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    msg = Image(header=Header(stamp=stamp(t), frame_id=frame_id), height=rgb.shape[0], width=rgb.shape[1],
+                encoding="bgra8", step=rgb.shape[1] * 4)
+    msg.data = bgra.tobytes()
+    return msg
+
+
+def camera_info(t: float) -> CameraInfo:
+    msg = CameraInfo(header=Header(stamp=stamp(t), frame_id="ego_vehicle/rgb_front"), width=WIDTH, height=HEIGHT,
+                     distortion_model="plumb_bob")
+    msg.k = [FX, 0.0, WIDTH / 2, 0.0, FX, HEIGHT / 2, 0.0, 0.0, 1.0]
+    msg.p = [FX, 0.0, WIDTH / 2, 0.0, 0.0, FX, HEIGHT / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def lidar_cloud(points: np.ndarray, t: float) -> PointCloud2:
+    """The bridge's LiDAR layout: x, y, z, intensity float32, packed (point_step 16)."""
+    data = np.concatenate([points, np.ones((len(points), 1))], axis=1).astype(np.float32)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, n in enumerate(("x", "y", "z", "intensity"))]
+    msg = PointCloud2(header=Header(stamp=stamp(t), frame_id="ego_vehicle/lidar"), height=1, width=len(points),
+                      fields=fields, is_bigendian=False, point_step=16, row_step=16 * len(points), is_dense=True)
+    msg.data = data.tobytes()
+    return msg
+
+
+def radar_cloud(points: np.ndarray, t: float) -> PointCloud2:
+    """The bridge's radar layout: 7 float32 fields, ElevationAngle at offset 28, point_step 32 (padding at 24)."""
+    depth = np.linalg.norm(points, axis=1)
+    azimuth = -np.arctan2(points[:, 1], points[:, 0])
+    altitude = np.arcsin(points[:, 2] / depth)
+    rows = np.zeros((len(points), 8), np.float32)
+    rows[:, :3], rows[:, 3], rows[:, 4], rows[:, 5], rows[:, 6], rows[:, 7] = points, depth, -1.5, azimuth, 99, altitude
+    names = [("x", 0), ("y", 4), ("z", 8), ("Range", 12), ("Velocity", 16), ("AzimuthAngle", 20),
+             ("ElevationAngle", 28)]
+    fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1) for n, o in names]
+    msg = PointCloud2(header=Header(stamp=stamp(t), frame_id="ego_vehicle/radar_front"), height=1,
+                      width=len(points), fields=fields, is_bigendian=False, point_step=32,
+                      row_step=32 * len(points), is_dense=True)
+    msg.data = rows.tobytes()
+    return msg
+
+
+def points_at_pixels(pixels, depth: float, sensor_offset) -> np.ndarray:
+    """Points (in a sensor frame whose origin sits at sensor_offset from the camera, same axes) that the
+    bridge camera sees at the centres of the given (u, v) pixels, at the given depth."""
+    u, v = np.asarray(pixels, dtype=np.float64).T
+    forward = np.full_like(u, depth)
+    left = -(u + 0.5 - WIDTH / 2) * depth / FX
+    up = -(v + 0.5 - HEIGHT / 2) * depth / FX
+    return np.stack([forward, left, up], axis=1) - np.asarray(sensor_offset, dtype=np.float64)
+
+
+class Collector:
+    def __init__(self):
+        self.messages = []
+        self.receive_times = []  # time.monotonic() of each message's arrival
+        self._cond = threading.Condition()
+
+    def __call__(self, msg):
+        with self._cond:
+            self.messages.append(msg)
+            self.receive_times.append(time.monotonic())
+            self._cond.notify_all()
+
+    def wait(self, count: int, timeout: float = 30.0) -> list:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+
+class Bridge(Node):
+    """Publishes like the CARLA bridge (RELIABLE, depth 10) and collects the emerdiff node's outputs."""
+
+    OUTPUTS = {"labels": Image, "overlay": Image, "lidar/points": PointCloud2, "radar/points": PointCloud2,
+               "lidar/labeled": PointCloud2, "radar/labeled": PointCloud2}
+
+    def __init__(self, name: str = "fake_carla_bridge"):
+        super().__init__(name)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.image = self.create_publisher(Image, f"{ROLE}/rgb_front/image", qos)
+        self.info = self.create_publisher(CameraInfo, f"{ROLE}/rgb_front/camera_info", qos)
+        self.lidar = self.create_publisher(PointCloud2, f"{ROLE}/lidar", qos)
+        self.radar = self.create_publisher(PointCloud2, f"{ROLE}/radar_front", qos)
+        self.out = {}
+        for topic, kind in self.OUTPUTS.items():
+            self.out[topic] = Collector()
+            self.create_subscription(kind, f"/emerdiff/{topic}", self.out[topic], 10)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.diagnostics = Collector()
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics, 10)
+
+    def wait_for_subscribers(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        publishers = (self.image, self.info, self.lidar, self.radar)
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in publishers) and all(
+                    self.count_publishers(f"/emerdiff/{t}") > 0 for t in self.OUTPUTS):
+                return
+            time.sleep(0.05)
+        raise TimeoutError("the emerdiff node's topics did not connect")
+
+    def latest_diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
+        seen = len(self.diagnostics.messages)
+        message = self.diagnostics.wait(seen + 1, timeout)[-1]
+        status = message.status[0]
+        return {"level": status.level, "message": status.message, **{kv.key: kv.value for kv in status.values}}
+
+
+
+def node_arguments() -> list[str]:
+    """The remappings carla.launch.py applies, as command-line arguments."""
+    return ["--ros-args", "-r", f"image:={ROLE}/rgb_front/image", "-r", f"camera_info:={ROLE}/rgb_front/camera_info",
+            "-r", f"lidar:={ROLE}/lidar", "-r", f"radar:={ROLE}/radar_front"]
+
+
+@contextmanager
+def running(**params):
+    """The emerdiff node (in this process, its own executor thread) and a bridge connected to it over DDS."""
+    overrides = [Parameter(k, value=v) for k, v in {**FAST_PARAMS, **params}.items()]
+    context = rclpy.Context()
+    rclpy.init(context=context, args=node_arguments())
+    node = EmerDiffNode(context=context, parameter_overrides=overrides)
+    bridge = Bridge()
+    executors = []
+    for n, ctx in ((node, context), (bridge, None)):
+        executor = MultiThreadedExecutor(context=ctx) if ctx else MultiThreadedExecutor()
+        executor.add_node(n)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        executors.append(executor)
+    try:
+        bridge.wait_for_subscribers()
+        yield node, bridge
+    finally:
+        for executor in executors:
+            executor.shutdown()
+        node.destroy_node()
+        bridge.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+@contextmanager
+def node_process(*ros_args: str, **params):
+    """The emerdiff node as its own process (python -m emerdiff_ros.node), and a bridge connected to it.
+
+    Yields (process, bridge); the process must exit 0 on SIGINT.
+    """
+    settings = [arg for k, v in {**FAST_PARAMS, **params}.items() for arg in ("-p", f"{k}:={_param_text(v)}")]
+    process = subprocess.Popen([sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), *ros_args, *settings],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bridge = Bridge()
+    executor = MultiThreadedExecutor()
+    executor.add_node(bridge)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        bridge.wait_for_subscribers(timeout=60)
+        yield process, bridge
+    finally:
+        executor.shutdown()
+        bridge.destroy_node()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _param_text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def process_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024

@@ -1,0 +1,83 @@
+"""The node as users start it: its own process, a parameter file, remapped bridge topics."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rcl_interfaces.srv import GetParameters
+from rclpy.parameter import parameter_value_to_python
+
+from emerdiff_ros.ros.codecs import stamp_ns
+from ros_harness import FAST_PARAMS, bgra_image, camera_info, node_process, node_arguments, stamp
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+pytestmark = pytest.mark.usefixtures("ros")
+
+
+def remote_parameters(bridge, names: list[str]) -> dict:
+    client = bridge.create_client(GetParameters, "/emerdiff/get_parameters")
+    assert client.wait_for_service(timeout_sec=20)
+    future = client.call_async(GetParameters.Request(names=names))
+    deadline = time.monotonic() + 20
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {name: parameter_value_to_python(value) for name, value in zip(names, future.result().values)}
+
+
+@pytest.mark.parametrize("params_file", sorted(CONFIG.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_key_of_the_params_file_is_declared_and_the_node_runs_with_it(params_file, carla_frame):
+    file_params = yaml.safe_load(params_file.read_text())["/**"]["ros__parameters"]
+    with node_process("--params-file", str(params_file)) as (process, bridge):
+        values = remote_parameters(bridge, list(file_params))
+        deadline = time.monotonic() + 60
+        while not bridge.out["labels"].messages and time.monotonic() < deadline:
+            # Best-effort input: a frame sent while the reader is still matching may be lost; send it again.
+            bridge.info.publish(camera_info(4.0))
+            bridge.image.publish(bgra_image(carla_frame, 4.0))
+            bridge.out["labels"].wait(1, timeout=2)
+        labels = bridge.out["labels"].messages
+    expected = {**file_params, **{k: v for k, v in FAST_PARAMS.items() if k in file_params}}
+    for name, value in expected.items():
+        assert values[name] is not None, f"{name} from {params_file.name} is not a declared parameter"
+        assert values[name] == value, name
+    assert labels and {stamp_ns(m.header.stamp) for m in labels} == {stamp_ns(stamp(4.0))}
+    assert process.returncode == 0, process.stdout.read()
+
+
+def test_ctrl_c_twice_publishes_the_accepted_frame_and_exits_cleanly(carla_frame):
+    with node_process() as (process, bridge):
+        deadline = time.monotonic() + 60
+        while not bridge.out["labels"].messages and time.monotonic() < deadline:
+            bridge.image.publish(bgra_image(carla_frame, 8.0))
+            bridge.out["labels"].wait(1, timeout=2)
+        received = int(bridge.latest_diagnostics()["frames_received"])
+        while int(bridge.latest_diagnostics(timeout=3)["frames_received"]) == received:
+            bridge.image.publish(bgra_image(carla_frame, 9.0))  # until the node has it
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        published = bridge.out["labels"].wait(2, timeout=5)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "terminate called" not in output, output
+    # the frame the node had accepted (in progress or waiting) came out before it exited
+    assert stamp_ns(published[-1].header.stamp) == stamp_ns(stamp(9.0)), ([m.header.stamp.sec for m in published], output)
+
+
+@pytest.mark.parametrize("argument, reason", [
+    ("num_masks:=1", "num_masks"),
+    ("preset:=fastest", "unknown preset 'fastest'"),
+    ("model:=/no/such/checkpoint", "no such folder"),
+    ("qos_reliability:=sometimes", "qos_reliability must be one of best_effort, reliable"),
+])
+def test_a_bad_parameter_stops_the_node_with_the_reason(argument, reason):
+    command = [sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), "-p", "device:=cpu", "-p", argument]
+    if not argument.startswith("model"):
+        command += ["-p", "model:=tiny-random"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert reason in done.stdout + done.stderr
