@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .engine import PRESETS, CheckpointError, EmerDiffConfig, config_fields
+from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fields
+from .tools.groundtruth import FORMATS as GT_FORMATS
 
 
 def add_config_flags(parser: argparse.ArgumentParser, preset: str = "paper") -> None:
@@ -33,6 +34,11 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(str(exc))
 
 
+def add_method_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=METHODS, default="emerdiff",
+                        help="emerdiff (default) or lowres: the paper's baseline, the same masks upsampled bilinearly")
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -52,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("input", type=Path, help="image file or folder")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--resume", action="store_true", help="skip frames whose outputs already exist")
+    seg.add_argument("--consistent", action="store_true",
+                     help="one set of cluster centres fitted on all frames: a label means the same in every frame")
+    add_method_flag(seg)
     add_config_flags(seg)
 
     bench = commands.add_parser("bench", help="measure seconds, UNet evaluations and memory per frame")
@@ -60,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1, help="unmeasured frames first (default 1)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     add_config_flags(bench)
+
+    ev = commands.add_parser("eval", help="score label images against ground truth (Hungarian matching)")
+    ev.add_argument("--pred", type=Path, required=True, help="folder of <stem>_labels.png (or <stem>.png)")
+    ev.add_argument("--gt", type=Path, required=True, help="folder of ground-truth <stem>.png")
+    ev.add_argument("--gt-format", required=True, choices=sorted(GT_FORMATS), help="ground-truth encoding")
+    ev.add_argument("--ignore", type=int, action="append", default=[], metavar="V",
+                    help="a ground-truth value not to score (repeatable; each format ignores its unlabeled value)")
+    ev.add_argument("--out", type=Path, help="folder for confusion.png and scores.json")
 
     demo = commands.add_parser("demo", help="segment the bundled CARLA frames (falls back to a smoke run)")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
@@ -82,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .engine import Segmenter
 
+    if args.command == "eval":
+        return _evaluate(parser, args)
     config = config_from_args(parser, args)
     if args.command == "segment":
         from .tools.images import list_images
@@ -93,7 +112,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(str(exc))
         if not images:
             parser.error(f"no images in {args.input}")
-        summary = segment_images(Segmenter.load(config), images, args.out, resume=args.resume)
+        try:
+            summary = segment_images(Segmenter.load(config), images, args.out, resume=args.resume,
+                                     consistent=args.consistent, method=args.method)
+        except ValueError as exc:
+            parser.error(str(exc))
         print("\n".join(summary.lines()))
         return 1 if summary.failed else 0
     if args.command == "bench":
@@ -112,6 +135,28 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"outputs in {args.out}/")
         return 0
     raise AssertionError(args.command)
+
+
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .tools.evaluate import confusion_figure, evaluate, pair_files
+
+    fmt = GT_FORMATS[args.gt_format]
+    try:
+        pairs = pair_files(args.pred, args.gt)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    result = evaluate(pairs, fmt, set(args.ignore))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        confusion_figure(result, fmt, args.out / "confusion.png")
+        report = {"gt_format": fmt.name, "images": len(pairs), "miou": result.whole_set.miou,
+                  "pixel_accuracy": result.whole_set.pixel_accuracy,
+                  "iou": {fmt.classes.get(c, str(c)): v for c, v in result.whole_set.iou.items()},
+                  "per_image": {name: {"miou": s.miou, "pixel_accuracy": s.pixel_accuracy}
+                                for name, s in result.per_image.items()}}
+        (args.out / "scores.json").write_text(json.dumps(report, indent=2))
+    print("\n".join(result.lines(fmt)))
+    return 0
 
 
 if __name__ == "__main__":

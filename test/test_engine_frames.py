@@ -101,3 +101,16 @@ def test_stats_count_what_ran(segmenter, cshenron_frame):
     assert all(seconds >= 0 for seconds in stats.stage_seconds.values())
     assert stats.seconds >= sum(stats.stage_seconds.values()) * 0.99
     assert stats.peak_memory_mb > 0
+
+
+def test_lowres_baseline_upsamples_the_same_masks(segmenter, cshenron_frame):
+    baseline = segmenter.segment(cshenron_frame, method="lowres")
+    full = segmenter.segment(cshenron_frame)
+    np.testing.assert_array_equal(baseline.masks.grid, full.masks.grid)  # same features and k-means
+    assert baseline.labels.shape == full.labels.shape == (256, 1024)
+    assert baseline.stats.vae_decodes == 0 and baseline.stats.sequential_unet_calls == 1  # features only
+    # Away from cell borders, the baseline is the cell's cluster (an 8 x 2 grid: 128 x 128 pixel cells).
+    cell = baseline.masks.grid[0, 0]
+    assert (baseline.labels[4:28, 4:28] == cell).all()
+    with pytest.raises(ValueError, match="method"):
+        segmenter.segment(cshenron_frame, method="best")

@@ -12,7 +12,7 @@ from emerdiff_ros.engine import config_fields
 from emerdiff_ros.engine.config import param_specs
 from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.settings import StreamSettings
-from emerdiff_ros.ros.codecs import stamp_ns
+from emerdiff_ros.runtime.messages import stamp_ns
 from ros_harness import (HEIGHT, WIDTH, bgra_image, camera_info, lidar_cloud, node_process, points_at_pixels,
                          process_rss_mb, radar_cloud, running, stamp)
 

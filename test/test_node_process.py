@@ -11,7 +11,7 @@ import yaml
 from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
-from emerdiff_ros.ros.codecs import stamp_ns
+from emerdiff_ros.runtime.messages import stamp_ns
 from ros_harness import FAST_PARAMS, bgra_image, camera_info, node_process, node_arguments, stamp
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

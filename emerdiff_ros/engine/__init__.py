@@ -3,10 +3,10 @@
 from .config import PRESETS, EmerDiffConfig, ParamSpec, config_fields
 from .masks import LowResMasks
 from .models import RANDOM_MODELS, CheckpointError, DiffusionModel, load_model
-from .segmenter import EncodedFrame, Segmentation, Segmenter
+from .segmenter import METHODS, EncodedFrame, Segmentation, Segmenter
 from .stats import FrameStats
 
 __all__ = [
     "PRESETS", "EmerDiffConfig", "ParamSpec", "config_fields", "LowResMasks", "RANDOM_MODELS", "CheckpointError",
-    "DiffusionModel", "load_model", "EncodedFrame", "Segmentation", "Segmenter", "FrameStats",
+    "DiffusionModel", "load_model", "METHODS", "EncodedFrame", "Segmentation", "Segmenter", "FrameStats",
 ]

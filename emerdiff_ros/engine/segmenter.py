@@ -28,6 +28,8 @@ from .stats import FrameStats
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MODEL_FIELDS = ("model", "device", "dtype")
+# emerdiff: the paper's method. lowres: its baseline, the same masks upsampled bilinearly to the image.
+METHODS = ("emerdiff", "lowres")
 
 
 @dataclass
@@ -75,13 +77,15 @@ class Segmenter:
 
     # --- the whole frame ----------------------------------------------------------------------
 
-    def segment(self, image: np.ndarray, centers: np.ndarray | None = None) -> Segmentation:
+    def segment(self, image: np.ndarray, centers: np.ndarray | None = None, method: str = "emerdiff") -> Segmentation:
         """Labels for an RGB uint8 image; with centers, the masks come from those cluster centres."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         with FrameStats.frame(self.model.device) as stats:
             frame = self.encode(image, stats)
             features = self.features(frame, stats)
             masks = self.cluster(features, stats, centers)
-            labels = self.refine(frame, masks, stats)
+            labels = self.refine(frame, masks, stats) if method == "emerdiff" else self.lowres(frame, masks, stats)
         return Segmentation(labels, masks, stats, self.model.smoke_note)
 
     # --- the stages, public so tools can reuse work between settings ---------------------------
@@ -135,6 +139,17 @@ class Segmenter:
             winner = _argmax_upsampled(differences, frame.image_size).cpu().numpy()
             labels = ids[winner].astype(label_dtype(masks.num_masks))
         return labels
+
+    def lowres(self, frame: EncodedFrame, masks: LowResMasks, stats: FrameStats | None = None) -> np.ndarray:
+        """The baseline: each mask upsampled bilinearly to the image, the strongest wins."""
+        stats = stats or FrameStats()
+        ids = masks.present()
+        stats.masks = len(ids)
+        with stats.stage("labels"):
+            cells = torch.as_tensor(masks.grid, device=frame.latent.device)
+            maps = (cells[None] == torch.as_tensor(ids, device=cells.device)[:, None, None]).float()
+            winner = _argmax_upsampled(maps, frame.image_size).cpu().numpy()
+        return ids[winner].astype(label_dtype(masks.num_masks))
 
     def inverted_latents(self, frame: EncodedFrame) -> tuple[int, torch.Tensor]:
         """(index of t_m in the schedule, independent x_t for the steps from t_m on)."""

@@ -29,8 +29,8 @@ from ..runtime.gate import FrameWorker, LatestFrameGate
 from ..runtime.pipeline import SENSORS, FramePipeline
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import RateMeter, StampBuffer
-from .codecs import (MessageError, camera_from_info, check_image, cloud_from_msg, cloud_to_msg, image_to_rgb,
-                     labels_to_image, rgb_to_image, stamp_ns)
+from ..runtime.messages import MessageError, camera_from_info, check_image, cloud_from_msg, image_to_rgb, stamp_ns
+from .codecs import to_cloud, to_image
 from .diagnostics import NodeHealth, diagnostics_message
 from .params import changes_for, declare_settings
 
@@ -127,8 +127,8 @@ class EmerDiffNode(Node):
     def _process(self, msg: Image) -> None:
         frame = self.pipeline.segment(image_to_rgb(msg))
         header = msg.header
-        self.labels_pub.publish(labels_to_image(frame.labels, header))
-        self.overlay_pub.publish(rgb_to_image(frame.overlay, header))
+        self.labels_pub.publish(to_image(frame.labels, header))
+        self.overlay_pub.publish(to_image(frame.overlay, header))
         latency = (self.get_clock().now().nanoseconds - stamp_ns(header.stamp)) / 1e9
 
         stamp, slop = stamp_ns(header.stamp), int(self.settings.sync_slop * 1e9)
@@ -151,7 +151,7 @@ class EmerDiffNode(Node):
         elif matched:
             labeled = self.pipeline.label_clouds(frame.labels, {n: c for n, (_, c) in matched.items()}, camera)
             for name, cloud in labeled.clouds.items():
-                self.labeled_pub[name].publish(cloud_to_msg(cloud, matched[name][0]))
+                self.labeled_pub[name].publish(to_cloud(cloud, matched[name][0]))
                 self.health.count(f"nan_points_{name}", labeled.nan_points[name])
         self.processed_rate.tick()
         self.health.frame_done(frame.segmentation.stats, latency)

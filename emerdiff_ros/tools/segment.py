@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..engine import Segmentation, Segmenter
+from ..engine.masks import kmeans_masks
 from ..runtime.palette import overlay
 from .images import read_rgb, write_labels, write_overlay
 
@@ -65,22 +67,65 @@ def save_segmentation(out_dir: Path, image_path: Path, rgb: np.ndarray, result: 
         os.replace(partial, final)
 
 
+CENTERS_FILE = "emerdiff_centers.npz"
+MAX_FIT_CELLS = 50_000  # feature cells k-means sees when fitting shared centres
+
+
+def _read(path: Path, summary: SegmentSummary) -> np.ndarray | None:
+    try:
+        return read_rgb(path)
+    except (OSError, ValueError) as exc:
+        log.error("skipping %s: %s", path, exc)
+        if path.name not in summary.failed:
+            summary.failed.append(path.name)
+        return None
+
+
+def shared_centers(segmenter: Segmenter, images: list[Path], out_dir: Path, summary: SegmentSummary,
+                   progress: bool = True) -> np.ndarray:
+    """Cluster centres fitted on the features of every frame (saved in out_dir, reused by --resume)."""
+    saved = out_dir / CENTERS_FILE
+    params = json.dumps(segmenter.config.as_params(), sort_keys=True)
+    if saved.exists():
+        with np.load(saved) as data:
+            if str(data["params"]) != params:
+                raise ValueError(f"{saved} was fitted with other parameters; remove it or use the same ones")
+            return data["centers"]
+    budget = max(1, MAX_FIT_CELLS // len(images))
+    rng = np.random.default_rng(segmenter.config.seed)
+    cells = []
+    for path in tqdm(images, desc="features", unit="frame", disable=not progress):
+        rgb = _read(path, summary)
+        if rgb is None:
+            continue
+        features = segmenter.features(segmenter.encode(rgb))
+        flat = features.reshape(-1, features.shape[-1])
+        cells.append(flat[rng.choice(len(flat), min(budget, len(flat)), replace=False)])
+    if not cells:
+        raise ValueError("no readable frames to fit shared cluster centres on")
+    cfg = segmenter.config
+    centers = kmeans_masks(np.concatenate(cells)[None], cfg.num_masks, cfg.kmeans_restarts, cfg.seed).centers
+    np.savez(saved, centers=centers, params=params)
+    return centers
+
+
 def segment_images(segmenter: Segmenter, images: list[Path], out_dir: Path, *, resume: bool = False,
-                   progress: bool = True) -> SegmentSummary:
+                   progress: bool = True, consistent: bool = False, method: str = "emerdiff") -> SegmentSummary:
+    """Segment every image; with consistent, one set of cluster centres serves every frame."""
     check_unique_stems(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = SegmentSummary(smoke_note=segmenter.model.smoke_note)
+    if not resume:
+        (out_dir / CENTERS_FILE).unlink(missing_ok=True)
+    centers = shared_centers(segmenter, images, out_dir, summary, progress) if consistent else None
     for path in tqdm(images, desc="segment", unit="frame", disable=not progress):
         if resume and all(p.exists() for p in output_paths(out_dir, path)):
             summary.skipped += 1
             continue
-        try:
-            rgb = read_rgb(path)
-        except (OSError, ValueError) as exc:
-            log.error("skipping %s: %s", path, exc)
-            summary.failed.append(path.name)
+        rgb = _read(path, summary)
+        if rgb is None:
             continue
-        result = segmenter.segment(rgb)
+        result = segmenter.segment(rgb, centers=centers, method=method)
         save_segmentation(out_dir, path, rgb, result, segmenter.config.model)
         summary.done += 1
         summary.seconds.append(result.stats.seconds)

@@ -1,0 +1,96 @@
+"""`emerdiff segment` on folders: outputs, smoke-run marking, resume, shared centres, bad files."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emerdiff_ros.cli import main
+from emerdiff_ros.tools.samples import sample_images
+from emerdiff_ros.tools.segment import CENTERS_FILE
+
+FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "5",
+        "--feature-draws", "4", "--kmeans-restarts", "1"]
+
+
+@pytest.fixture
+def frames(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for path in sample_images():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_folder_outputs_are_full_size_and_marked_as_smoke_runs(frames, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(frames), "--out", str(out), *FAST]) == 0
+    summary = capsys.readouterr().out
+    assert "frames: 3 segmented, 0 already done, 0 failed" in summary and "SMOKE RUN" in summary
+    for path in sample_images():
+        with Image.open(path) as source, Image.open(out / f"{path.stem}_labels.png") as labels, \
+                Image.open(out / f"{path.stem}_overlay.png") as overlay:
+            assert labels.size == overlay.size == source.size
+            assert labels.mode == "L" and overlay.mode == "RGB"
+            assert "SMOKE RUN" in labels.info["Description"]
+            values = np.unique(np.array(labels))
+            assert values.max() < 5 and len(values) > 1
+            banner = np.array(overlay)[:3]
+            assert (banner == 0).all(axis=-1).mean() > 0.5  # the black smoke-run banner across the top
+    assert not list(out.glob(".*partial"))
+
+
+def test_resume_redoes_only_missing_frames(frames, tmp_path, capsys):
+    out = tmp_path / "out"
+    main(["segment", str(frames), "--out", str(out), *FAST])
+    first = sample_images()[0].stem
+    before = np.array(Image.open(out / f"{sample_images()[1].stem}_labels.png"))
+    (out / f"{first}_labels.png").unlink()
+    capsys.readouterr()
+    assert main(["segment", str(frames), "--out", str(out), "--resume", *FAST]) == 0
+    assert "frames: 1 segmented, 2 already done, 0 failed" in capsys.readouterr().out
+    assert (out / f"{first}_labels.png").exists()
+    np.testing.assert_array_equal(np.array(Image.open(out / f"{sample_images()[1].stem}_labels.png")), before)
+
+
+def test_consistent_mode_labels_every_frame_with_one_set_of_centres(frames, tmp_path, segmenter):
+    out = tmp_path / "out"
+    assert main(["segment", str(frames), "--out", str(out), "--consistent", *FAST]) == 0
+    with np.load(out / CENTERS_FILE) as saved:
+        centers = saved["centers"]
+    assert centers.shape[0] == 5
+    # every frame's labels are the shared centres' ids: a frame segmented with those centres agrees
+    shared = segmenter.with_config(num_masks=5, resolution=128, feature_draws=4)
+    rgb = np.array(Image.open(sample_images()[2]).convert("RGB"))
+    result = shared.segment(rgb, centers=centers)
+    np.testing.assert_array_equal(result.masks.centers, centers)
+    np.testing.assert_array_equal(np.array(Image.open(out / f"{sample_images()[2].stem}_labels.png")),
+                                  result.labels)
+    # a resumed run reuses the saved centres; other parameters are refused
+    assert main(["segment", str(frames), "--out", str(out), "--consistent", "--resume", *FAST]) == 0
+    with pytest.raises(SystemExit):
+        main(["segment", str(frames), "--out", str(out), "--consistent", "--resume", *FAST, "--seed", "3"])
+
+
+def test_unreadable_files_are_reported_and_the_rest_is_done(frames, tmp_path, capsys):
+    (frames / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["segment", str(frames), "--out", str(out), *FAST]) == 1
+    output = capsys.readouterr().out
+    assert "frames: 3 segmented, 0 already done, 1 failed" in output and "failed: broken.png" in output
+
+
+def test_lowres_baseline_from_the_command_line(frames, tmp_path):
+    out = tmp_path / "out"
+    image = sample_images()[0]
+    assert main(["segment", str(frames / image.name), "--out", str(out), "--method", "lowres", *FAST]) == 0
+    with Image.open(image) as source, Image.open(out / f"{image.stem}_labels.png") as labels:
+        assert labels.size == source.size
+
+
+def test_missing_input_and_invalid_values_are_usage_errors(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["segment", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), *FAST])
+    with pytest.raises(SystemExit):
+        main(["segment", str(tmp_path), "--out", str(tmp_path / "out"), *FAST, "--num-masks", "1"])
