@@ -85,7 +85,8 @@ def cloud_layout(cloud: Cloud, is_dense: bool = False) -> dict:
 
 
 def camera_from_info(msg) -> CameraModel:
-    fx, fy, cx, cy = msg.k[0], msg.k[4], msg.k[2], msg.k[5]
+    k = msg.k if hasattr(msg, "k") else msg.K  # ROS 1 spells it K
+    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
     if not (fx > 0 and fy > 0) or msg.width == 0 or msg.height == 0:
-        raise MessageError(f"camera_info without intrinsics (k={list(msg.k)}, {msg.width}x{msg.height})")
+        raise MessageError(f"camera_info without intrinsics (k={list(k)}, {msg.width}x{msg.height})")
     return CameraModel(float(fx), float(fy), float(cx), float(cy), int(msg.width), int(msg.height))

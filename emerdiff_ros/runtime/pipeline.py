@@ -43,18 +43,16 @@ class FramePipeline:
 
     def configure(self, segmenter: Segmenter, settings: StreamSettings) -> None:
         """Use new method parameters or settings from the next frame on."""
-        transforms = {name: sensor_to_optical(settings.camera_pose, getattr(settings, f"{name}_pose"))
-                      for name in SENSORS}
         with self._lock:
-            self.segmenter, self.settings, self._transforms = segmenter, settings, transforms
+            self.segmenter, self.settings = segmenter, settings
             self.tracker.smoothing = settings.track_smoothing
             if not settings.track_labels:
                 self.tracker.reset()
 
-    def segment(self, rgb: np.ndarray) -> SegmentedFrame:
+    def segment(self, rgb: np.ndarray, method: str = "emerdiff") -> SegmentedFrame:
         with self._lock:
             segmenter, settings = self.segmenter, self.settings
-        result = segmenter.segment(rgb)
+        result = segmenter.segment(rgb, method=method)
         labels = result.labels
         if settings.track_labels:
             ids = self.tracker.assign(result.masks.centers)
@@ -63,12 +61,18 @@ class FramePipeline:
         return SegmentedFrame(labels, overlay(rgb, labels, settings.overlay_alpha), result)
 
     def label_clouds(self, labels: np.ndarray, clouds: dict[str, Cloud], camera: CameraModel) -> LabeledClouds:
-        """Each cloud with the label of the pixel each of its points projects into."""
         with self._lock:
-            transforms = self._transforms
-        out = LabeledClouds({}, {})
-        for name, cloud in clouds.items():
-            xyz = cloud.xyz()
-            out.nan_points[name] = int(np.isnan(xyz).any(axis=1).sum())
-            out.clouds[name] = cloud.with_labels(point_labels(xyz, transforms[name], camera, labels))
-        return out
+            settings = self.settings
+        return label_clouds(labels, clouds, camera, settings)
+
+
+def label_clouds(labels: np.ndarray, clouds: dict[str, Cloud], camera: CameraModel,
+                 settings: StreamSettings) -> LabeledClouds:
+    """Each cloud with the label of the pixel each of its points projects into."""
+    out = LabeledClouds({}, {})
+    for name, cloud in clouds.items():
+        to_optical = sensor_to_optical(settings.camera_pose, getattr(settings, f"{name}_pose"))
+        xyz = cloud.xyz()
+        out.nan_points[name] = int(np.isnan(xyz).any(axis=1).sum())
+        out.clouds[name] = cloud.with_labels(point_labels(xyz, to_optical, camera, labels))
+    return out

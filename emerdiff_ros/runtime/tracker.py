@@ -29,6 +29,13 @@ class LabelTracker:
     def reset(self) -> None:
         self._centers = None
 
+    def state(self) -> np.ndarray:
+        """The tracked centres, to continue later from exactly here (an empty array before any frame)."""
+        return np.zeros((0, 0)) if self._centers is None else self._centers.copy()
+
+    def restore(self, state: np.ndarray) -> None:
+        self._centers = None if state.size == 0 else np.asarray(state, dtype=np.float64).copy()
+
     def assign(self, centers: np.ndarray) -> np.ndarray:
         """Stable id of each of this frame's clusters, (k,) int64."""
         centers = np.asarray(centers, dtype=np.float64)

@@ -1,0 +1,322 @@
+"""Segment the camera frames of a bag into a new rosbag2 holding the node's outputs.
+
+Input: rosbag2 (sqlite3 or MCAP) or ROS 1, read with rosbags. Output: a new rosbag2 with every
+input message (ROS 1 messages migrated to ROS 2 definitions by rosbags' converter) and, under the
+node's topic names, the labels, overlay, matched and labelled clouds, made by the same runtime code
+as the live node, with the same headers.
+
+Three passes: index the stamps, segment the frames (each frame's labels and tracker state cached
+on disk, which is what --resume continues from), write the output under a temporary name and
+rename it at the end. The input is never written to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rosbags.convert.converter import create_connections_converters
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from tqdm import tqdm
+
+from ..engine import Segmenter
+from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, cloud_layout, image_layout, \
+    image_to_rgb, stamp_ns
+from ..runtime.palette import overlay
+from ..runtime.pipeline import SENSORS, FramePipeline, label_clouds
+from ..runtime.settings import StreamSettings
+from ..runtime.stamps import StampBuffer
+
+log = logging.getLogger(__name__)
+OUTPUT_NAMESPACE = "/emerdiff"  # the live node's topics, with its default name and no namespace
+OUTPUTS = {"labels": "sensor_msgs/msg/Image", "overlay": "sensor_msgs/msg/Image",
+           **{f"{s}/{kind}": "sensor_msgs/msg/PointCloud2" for s in SENSORS for kind in ("points", "labeled")}}
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+class BagError(ValueError):
+    """The bag or the request cannot be processed; the text says why."""
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    image: str = "/carla/ego_vehicle/rgb_front/image"
+    camera_info: str = "/carla/ego_vehicle/rgb_front/camera_info"
+    lidar: str = "/carla/ego_vehicle/lidar"
+    radar: str = "/carla/ego_vehicle/radar_front"
+
+
+@dataclass
+class BagSummary:
+    frames: int = 0  # images in the bag
+    selected: int = 0  # images to segment (every Nth)
+    segmented: int = 0  # segmented in this run
+    from_cache: int = 0  # segmented by an interrupted run (--resume)
+    bad_images: int = 0
+    bad_clouds: int = 0
+    unmatched: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SENSORS, 0))
+    labeled_clouds: int = 0
+    messages_copied: int = 0
+    seconds: list[float] = field(default_factory=list)
+    smoke_note: str | None = None
+
+    def lines(self, out: Path) -> list[str]:
+        lines = [f"frames: {self.frames} in the bag, {self.selected} selected, {self.segmented} segmented now, "
+                 f"{self.from_cache} from the interrupted run, {self.bad_images} bad",
+                 f"clouds: {self.labeled_clouds} labelled, unmatched lidar {self.unmatched['lidar']}, "
+                 f"radar {self.unmatched['radar']}, bad {self.bad_clouds}",
+                 f"messages copied: {self.messages_copied}"]
+        if self.seconds:
+            lines.append(f"seconds per frame: {np.mean(self.seconds):.2f}")
+        if self.smoke_note:
+            lines.append(self.smoke_note)
+        return lines + [f"wrote {out}"]
+
+
+@dataclass
+class _Index:
+    image_stamps: list[int]
+    cameras: list[tuple[int, object]]  # (stamp, CameraModel), sorted
+    matches: dict[tuple[str, int], list[int]]  # (sensor, cloud ordinal) -> frame ordinals it matches
+
+
+def work_dir(dst: Path) -> Path:
+    return dst.parent / f".{dst.name}.partial"
+
+
+def segment_bag(segmenter: Segmenter, settings: StreamSettings, src: Path, dst: Path, *,
+                topics: BagTopics = BagTopics(), every: int = 1, resume: bool = False, storage: str = "mcap",
+                method: str = "emerdiff", progress: bool = True) -> BagSummary:
+    src, dst = src.resolve(), dst.resolve()
+    if every < 1:
+        raise BagError(f"--every must be at least 1, got {every}")
+    if not src.exists():
+        raise BagError(f"no such bag: {src}")
+    if dst == src or src in dst.parents:
+        raise BagError(f"the output {dst} must not be the input or inside it")
+    if dst.exists():
+        raise BagError(f"{dst} exists; emerdiff never overwrites a bag, choose another output")
+    work = work_dir(dst)
+    job = {"src": str(src), "topics": asdict(topics), "every": every, "method": method,
+           "config": segmenter.config.as_params(), "settings": {k: list(v) if isinstance(v, tuple) else v
+                                                               for k, v in asdict(settings).items()}}
+    if work.exists():
+        if not resume:
+            raise BagError(f"an interrupted run left {work}: pass --resume to finish it, or delete it")
+        if json.loads((work / "job.json").read_text()) != job:
+            raise BagError(f"{work} belongs to a run with other inputs or parameters; delete it to start afresh")
+    else:
+        (work / "frames").mkdir(parents=True)
+        (work / "job.json").write_text(json.dumps(job))
+
+    summary = BagSummary(smoke_note=segmenter.model.smoke_note)
+    with AnyReader([src]) as reader:
+        _check_topics(reader, topics)
+        index = _index(reader, topics, settings, every, summary)
+        _segment(reader, topics, FramePipeline(segmenter, settings), method, index, every, work, summary, progress)
+        writing = dst.parent / f".{dst.name}.writing"
+        shutil.rmtree(writing, ignore_errors=True)
+        _write(reader, topics, settings, index, every, work, writing, STORAGES[storage], summary, progress)
+    os.replace(writing, dst)
+    shutil.rmtree(work)
+    return summary
+
+
+def _check_topics(reader: AnyReader, topics: BagTopics) -> None:
+    by_topic = {c.topic: c.msgtype for c in reader.connections}
+    images = sorted(t for t, kind in by_topic.items() if kind == "sensor_msgs/msg/Image")
+    if by_topic.get(topics.image) != "sensor_msgs/msg/Image":
+        raise BagError(f"no sensor_msgs/Image topic {topics.image!r} in the bag; its image topics: "
+                       f"{', '.join(images) or 'none'} (use --image-topic)")
+    taken = sorted(t for t in by_topic if t.startswith(OUTPUT_NAMESPACE + "/"))
+    if taken:
+        raise BagError(f"the bag already has {', '.join(taken)}: it looks segmented already")
+
+
+def _connections(reader: AnyReader, topic: str) -> list:
+    return [c for c in reader.connections if c.topic == topic]
+
+
+def _index(reader: AnyReader, topics: BagTopics, settings: StreamSettings, every: int,
+           summary: BagSummary) -> _Index:
+    """Stamps of frames, camera infos and clouds, and which cloud matches which selected frame."""
+    image_conns = _connections(reader, topics.image)
+    info_conns = _connections(reader, topics.camera_info)
+    cloud_conns = {name: _connections(reader, getattr(topics, name)) for name in SENSORS}
+    sensor_of = {c.id: name for name, conns in cloud_conns.items() for c in conns}
+    image_stamps, cameras = [], []
+    buffers = {name: StampBuffer(capacity=2**31, horizon_ns=2**62) for name in SENSORS}
+    ordinals = dict.fromkeys(SENSORS, 0)
+    wanted = image_conns + info_conns + [c for conns in cloud_conns.values() for c in conns]
+    for conn, _, raw in reader.messages(connections=wanted):
+        msg = reader.deserialize(raw, conn.msgtype)
+        if conn in image_conns:
+            image_stamps.append(stamp_ns(msg.header.stamp))
+        elif conn in info_conns:
+            try:
+                cameras.append((stamp_ns(msg.header.stamp), camera_from_info(msg)))
+            except MessageError as exc:
+                log.warning("ignoring camera_info: %s", exc)
+        else:
+            name = sensor_of[conn.id]
+            try:
+                cloud_from_msg(msg)
+                buffers[name].add(stamp_ns(msg.header.stamp), ordinals[name])
+            except MessageError as exc:
+                summary.bad_clouds += 1
+                log.warning("skipping %s cloud: %s", name, exc)
+            ordinals[name] += 1
+    summary.frames = len(image_stamps)
+    selected = range(0, len(image_stamps), every)
+    summary.selected = len(selected)
+    matches: dict[tuple[str, int], list[int]] = {}
+    slop = int(settings.sync_slop * 1e9)
+    for name in SENSORS:
+        for i in selected:
+            found = buffers[name].nearest(image_stamps[i], slop)
+            if found is None:
+                summary.unmatched[name] += 1
+            else:
+                matches.setdefault((name, found[1]), []).append(i)
+    cameras.sort(key=lambda item: item[0])
+    return _Index(image_stamps, cameras, matches)
+
+
+def _frame_file(work: Path, ordinal: int) -> Path:
+    return work / "frames" / f"{ordinal:08d}.npz"
+
+
+def _segment(reader, topics, pipeline: FramePipeline, method: str, index: _Index, every: int, work: Path,
+             summary: BagSummary, progress: bool) -> None:
+    """Segment every selected frame not cached yet, in order, continuing the tracker where it stopped."""
+    selected = range(0, len(index.image_stamps), every)
+    done = [i for i in selected if _frame_file(work, i).exists()]
+    summary.from_cache = len(done)
+    if len(done) == len(selected):
+        return
+    if done:
+        with np.load(_frame_file(work, done[-1])) as cached:
+            pipeline.tracker.restore(cached["tracker"])
+    bar = tqdm(total=len(selected), initial=len(done), desc="segment", unit="frame", disable=not progress)
+    for ordinal, (conn, _, raw) in enumerate(reader.messages(connections=_connections(reader, topics.image))):
+        if ordinal % every or _frame_file(work, ordinal).exists():
+            continue
+        try:
+            rgb = image_to_rgb(reader.deserialize(raw, conn.msgtype))
+        except MessageError as exc:
+            log.warning("skipping frame %d: %s", ordinal, exc)
+            result = {"bad": str(exc)}
+        else:
+            frame = pipeline.segment(rgb, method=method)
+            summary.segmented += 1
+            summary.seconds.append(frame.segmentation.stats.seconds)
+            result = {"labels": frame.labels}
+        partial = work / "frames" / f".{ordinal:08d}.npz"
+        with open(partial, "wb") as f:  # written whole, then renamed: a crash never leaves half a frame
+            np.savez(f, tracker=pipeline.tracker.state(), **result)
+        os.replace(partial, _frame_file(work, ordinal))
+        bar.update()
+    bar.close()
+
+
+def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress):
+    store = get_typestore(Stores.ROS2_KILTED)
+    writer = Writer(out, version=9, storage_plugin=storage)
+    writer.open()
+    try:
+        connmap, convmap = create_connections_converters(reader.connections, None, reader, writer)
+        outputs = {name: writer.add_connection(f"{OUTPUT_NAMESPACE}/{name}", msgtype, typestore=store)
+                   for name, msgtype in OUTPUTS.items()}
+        image_ids = {c.id for c in _connections(reader, topics.image)}
+        sensor_of = {c.id: name for name in SENSORS for c in _connections(reader, getattr(topics, name))}
+        ordinals = {"image": 0, **dict.fromkeys(SENSORS, 0)}
+        cache = {}
+
+        def labels_of(i: int):
+            if i not in cache:
+                with np.load(_frame_file(work, i)) as data:
+                    cache.clear()
+                    cache[i] = data["labels"] if "labels" in data else None
+            return cache[i]
+
+        def emit(name: str, msgtype: str, msg, timestamp: int) -> None:
+            writer.write(outputs[name], timestamp, store.serialize_cdr(msg, msgtype))
+
+        for conn, timestamp, raw in tqdm(reader.messages(), total=reader.message_count, desc="write",
+                                         unit="msg", disable=not progress, mininterval=1.0):
+            writer.write(connmap[(conn.id, conn.owner)], timestamp, convmap[conn.msgtype](raw))
+            summary.messages_copied += 1
+            if conn.id in image_ids:
+                i = ordinals["image"]
+                ordinals["image"] += 1
+                if i % every:
+                    continue
+                labels = labels_of(i)
+                if labels is None:
+                    summary.bad_images += 1
+                    continue
+                msg = reader.deserialize(raw, conn.msgtype)
+                header = _header(store, stamp_ns(msg.header.stamp), msg.header.frame_id)
+                emit("labels", OUTPUTS["labels"], _image(store, labels, header), timestamp)
+                emit("overlay", OUTPUTS["overlay"],
+                     _image(store, overlay(image_to_rgb(msg), labels, settings.overlay_alpha), header), timestamp)
+            elif conn.id in sensor_of:
+                name = sensor_of[conn.id]
+                j = ordinals[name]
+                ordinals[name] += 1
+                frames = index.matches.get((name, j), [])
+                if not frames:
+                    continue
+                msg = reader.deserialize(raw, conn.msgtype)
+                cloud = cloud_from_msg(msg)
+                for i in frames:
+                    labels = labels_of(i)
+                    if labels is None:
+                        continue
+                    # As the node: the points stay in their sensor frame and take the frame's stamp.
+                    header = _header(store, index.image_stamps[i], msg.header.frame_id)
+                    emit(f"{name}/points", OUTPUTS[f"{name}/points"],
+                         _cloud(store, cloud, header, bool(msg.is_dense)), timestamp)
+                    camera = _camera_for(index, index.image_stamps[i])
+                    if camera is not None:
+                        labeled = label_clouds(labels, {name: cloud}, camera, settings).clouds[name]
+                        emit(f"{name}/labeled", OUTPUTS[f"{name}/labeled"], _cloud(store, labeled, header), timestamp)
+                        summary.labeled_clouds += 1
+    finally:
+        writer.close()
+
+
+def _camera_for(index: _Index, stamp: int):
+    """The camera model of the latest camera_info at or before the frame (the first one if none is)."""
+    if not index.cameras:
+        return None
+    before = [camera for s, camera in index.cameras if s <= stamp]
+    return before[-1] if before else index.cameras[0][1]
+
+
+def _header(store, stamp: int, frame_id: str):
+    sec, nanosec = divmod(stamp, 1_000_000_000)
+    types = store.types
+    return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                        frame_id=frame_id)
+
+
+def _image(store, pixels: np.ndarray, header):
+    layout = image_layout(pixels)
+    layout["data"] = np.frombuffer(layout["data"], dtype=np.uint8)
+    return store.types["sensor_msgs/msg/Image"](header=header, **layout)
+
+
+def _cloud(store, cloud, header, is_dense: bool = False):
+    layout = cloud_layout(cloud, is_dense)
+    field_type = store.types["sensor_msgs/msg/PointField"]
+    layout["fields"] = [field_type(name=n, offset=o, datatype=d, count=c) for n, o, d, c in layout["fields"]]
+    layout["data"] = np.frombuffer(layout["data"], dtype=np.uint8)
+    return store.types["sensor_msgs/msg/PointCloud2"](header=header, **layout)

@@ -1,0 +1,75 @@
+"""Small CARLA-like bags written with rosbags: camera, camera_info, LiDAR, radar and an unrelated topic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag1 import Writer as Writer1
+from rosbags.rosbag2 import StoragePlugin, Writer as Writer2
+from rosbags.typesys import Stores, get_typestore
+
+from ros_harness import FX, HEIGHT, WIDTH, lidar_cloud, points_at_pixels, radar_cloud
+
+TOPICS = {"image": "/carla/ego_vehicle/rgb_front/image", "info": "/carla/ego_vehicle/rgb_front/camera_info",
+          "lidar": "/carla/ego_vehicle/lidar", "radar": "/carla/ego_vehicle/radar_front", "note": "/driver_note"}
+TYPES = {"image": "sensor_msgs/msg/Image", "info": "sensor_msgs/msg/CameraInfo",
+         "lidar": "sensor_msgs/msg/PointCloud2", "radar": "sensor_msgs/msg/PointCloud2", "note": "std_msgs/msg/String"}
+PIXELS = [(u, v) for u in range(10, WIDTH, 130) for v in range(20, HEIGHT, 110)]
+LIDAR_POINTS = points_at_pixels(PIXELS, 12.0, (-2.0, 0.0, 0.4))
+RADAR_POINTS = points_at_pixels(PIXELS[::2], 30.0, (0.0, 0.0, 0.0))
+
+
+def frame_stamp(i: int) -> int:
+    return 1_000_000_000 * (100 + i) + 50_000_000 * i  # CARLA ticks of 1.05 s, in nanoseconds
+
+
+def _messages(store, rgb: np.ndarray, i: int, ros1: bool) -> dict:
+    t = store.types
+    sec, nanosec = divmod(frame_stamp(i), 1_000_000_000)
+    stamp = t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+
+    def header(frame_id):
+        return t["std_msgs/msg/Header"](**({"seq": i} if ros1 else {}), stamp=stamp, frame_id=frame_id)
+
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    image = t["sensor_msgs/msg/Image"](header=header("ego_vehicle/rgb_front"), height=HEIGHT, width=WIDTH,
+                                       encoding="bgra8", is_bigendian=0, step=WIDTH * 4, data=bgra.reshape(-1))
+    k = np.array([FX, 0, WIDTH / 2, 0, FX, HEIGHT / 2, 0, 0, 1], dtype=np.float64)
+    roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    info = t["sensor_msgs/msg/CameraInfo"](
+        header=header("ego_vehicle/rgb_front"), height=HEIGHT, width=WIDTH, distortion_model="plumb_bob",
+        **{("D" if ros1 else "d"): np.zeros(5), ("K" if ros1 else "k"): k, ("R" if ros1 else "r"): np.eye(3).ravel(),
+           ("P" if ros1 else "p"): np.array([FX, 0, WIDTH / 2, 0, 0, FX, HEIGHT / 2, 0, 0, 0, 1, 0], np.float64)},
+        binning_x=0, binning_y=0, roi=roi)
+    clouds = {}
+    for name, source in (("lidar", lidar_cloud(LIDAR_POINTS, 0)), ("radar", radar_cloud(RADAR_POINTS, 0))):
+        fields = [t["sensor_msgs/msg/PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+                  for f in source.fields]
+        clouds[name] = t["sensor_msgs/msg/PointCloud2"](
+            header=header(source.header.frame_id), height=1, width=source.width, fields=fields, is_bigendian=False,
+            point_step=source.point_step, row_step=source.row_step,
+            data=np.frombuffer(bytes(source.data), np.uint8), is_dense=True)
+    note = t["std_msgs/msg/String"](data=f"frame {i}")
+    return {"image": image, "info": info, **clouds, "note": note}
+
+
+def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap") -> Path:
+    """A bag of `frames` CARLA ticks; kind is mcap, sqlite3 or ros1 (path.bag)."""
+    ros1 = kind == "ros1"
+    store = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_KILTED)
+    if ros1:
+        writer = Writer1(path)
+    else:
+        writer = Writer2(path, version=9, storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
+    writer.open()
+    connections = {key: writer.add_connection(TOPICS[key], TYPES[key], typestore=store) for key in TOPICS}
+    for i in range(frames):
+        messages = _messages(store, np.roll(rgb, 8 * i, axis=1), i, ros1)
+        # the bridge publishes a tick's sensors in no fixed order: clouds here come after the image
+        for j, key in enumerate(("info", "image", "lidar", "radar", "note")):
+            data = store.serialize_ros1(messages[key], TYPES[key]) if ros1 else \
+                store.serialize_cdr(messages[key], TYPES[key])
+            writer.write(connections[key], frame_stamp(i) + 1_000_000 * (j + 1), data)
+    writer.close()
+    return path

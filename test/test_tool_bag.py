@@ -1,0 +1,127 @@
+"""`emerdiff bag`: CARLA-like bags in, a new rosbag2 with the node's outputs out, read back with rclpy."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (type support loaded like the node's)
+from rclpy.serialization import deserialize_message
+from rosbags.highlevel import AnyReader
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
+
+from bag_builder import PIXELS, TOPICS, frame_stamp, write_bag
+from emerdiff_ros.cli import main
+from emerdiff_ros.runtime.clouds import NO_LABEL
+from emerdiff_ros.runtime.messages import stamp_ns
+from emerdiff_ros.tools.bag import work_dir
+
+RCLPY_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+               "sensor_msgs/msg/PointCloud2": PointCloud2, "std_msgs/msg/String": String}
+FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
+        "--feature-draws", "4", "--kmeans-restarts", "1"]
+
+
+def read_back(path) -> dict[str, list]:
+    """Every message of the bag, deserialised with rclpy's type support, by topic."""
+    messages = defaultdict(list)
+    with AnyReader([path]) as reader:
+        for conn, _, raw in reader.messages():
+            messages[conn.topic].append(deserialize_message(bytes(raw), RCLPY_TYPES[conn.msgtype]))
+    return messages
+
+
+def field(msg, name: str) -> np.ndarray:
+    f = next(f for f in msg.fields if f.name == name)
+    dtype = {4: "<u2", 7: "<f4"}[f.datatype]
+    return np.ndarray((msg.width * msg.height,), dtype=dtype, buffer=bytes(msg.data), offset=f.offset,
+                      strides=(msg.point_step,))
+
+
+@pytest.mark.parametrize("kind, storage", [("mcap", "mcap"), ("sqlite3", "sqlite3"), ("ros1", "mcap")])
+def test_a_segmented_bag_holds_every_input_and_the_nodes_outputs(tmp_path, carla_frame, kind, storage):
+    source = write_bag(tmp_path / ("in.bag" if kind == "ros1" else "in"), carla_frame, frames=3, kind=kind)
+    out = tmp_path / "out"
+    assert main(["bag", str(source), str(out), "--storage", storage, *FAST]) == 0
+    messages = read_back(out)
+    for topic in TOPICS.values():
+        assert len(messages[topic]) == 3, topic  # every input message, once
+    stamps = [frame_stamp(i) for i in range(3)]
+    for topic, encoding in (("/emerdiff/labels", "mono8"), ("/emerdiff/overlay", "rgb8")):
+        assert [stamp_ns(m.header.stamp) for m in messages[topic]] == stamps
+        assert all(m.encoding == encoding and (m.width, m.height) == (800, 600) for m in messages[topic])
+        assert all(m.header.frame_id == "ego_vehicle/rgb_front" for m in messages[topic])
+    for sensor, frame_id in (("lidar", "ego_vehicle/lidar"), ("radar", "ego_vehicle/radar_front")):
+        for kind_ in ("points", "labeled"):
+            clouds = messages[f"/emerdiff/{sensor}/{kind_}"]
+            assert [stamp_ns(m.header.stamp) for m in clouds] == stamps
+            assert all(m.header.frame_id == frame_id for m in clouds)
+        original = messages[TOPICS[sensor]][0]
+        assert bytes(messages[f"/emerdiff/{sensor}/points"][0].data) == bytes(original.data)
+    # the labelled LiDAR agrees with the label image at the pixels its points were placed on
+    labels = np.frombuffer(bytes(messages["/emerdiff/labels"][0].data), np.uint8).reshape(600, 800)
+    lidar = field(messages["/emerdiff/lidar/labeled"][0], "label")
+    np.testing.assert_array_equal(lidar, [labels[v, u] for u, v in PIXELS])
+    assert NO_LABEL not in lidar
+    assert not work_dir(out).exists()
+
+
+def test_every_nth_frame_and_inputs_never_overwritten(tmp_path, carla_frame, capsys):
+    source = write_bag(tmp_path / "in", carla_frame, frames=3)
+    out = tmp_path / "out"
+    assert main(["bag", str(source), str(out), "--every", "2", *FAST]) == 0
+    assert "frames: 3 in the bag, 2 selected, 2 segmented now" in capsys.readouterr().out
+    messages = read_back(out)
+    assert [stamp_ns(m.header.stamp) for m in messages["/emerdiff/labels"]] == [frame_stamp(0), frame_stamp(2)]
+    before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in source.iterdir())
+    for target in (out, source, source / "sub"):
+        with pytest.raises(SystemExit):
+            main(["bag", str(source), str(target), *FAST])
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in source.iterdir()) == before
+    with pytest.raises(SystemExit):  # a segmented bag is not segmented again into the same topics
+        main(["bag", str(out), str(tmp_path / "again"), *FAST])
+
+
+def test_a_missing_image_topic_lists_the_bags_image_topics(tmp_path, carla_frame, capsys):
+    source = write_bag(tmp_path / "in", carla_frame, frames=1)
+    with pytest.raises(SystemExit):
+        main(["bag", str(source), str(tmp_path / "out"), "--image-topic", "/camera", *FAST])
+    assert TOPICS["image"] in capsys.readouterr().err
+
+
+def run_bag(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "emerdiff_ros.cli", "bag", *args, *FAST],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_an_interrupted_run_resumes_without_duplicating_or_dropping_frames(tmp_path, carla_frame):
+    source = write_bag(tmp_path / "in", carla_frame, frames=4)
+    whole = tmp_path / "whole"
+    assert run_bag(str(source), str(whole)).wait(300) == 0
+
+    out = tmp_path / "out"
+    process = run_bag(str(source), str(out))
+    frames = work_dir(out) / "frames"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(frames.glob("0*.npz")) if frames.exists() else []) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # a crash, not a polite stop
+    process.wait()
+    assert not out.exists() and work_dir(out).exists()
+    cached = len(list(frames.glob("0*.npz")))
+    assert 2 <= cached < 4
+    resumed = run_bag(str(source), str(out), "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert f"{4 - cached} segmented now, {cached} from the interrupted run" in output
+
+    expected, got = read_back(whole), read_back(out)
+    assert Counter({t: len(m) for t, m in got.items()}) == Counter({t: len(m) for t, m in expected.items()})
+    for topic in ("/emerdiff/labels", "/emerdiff/lidar/labeled"):
+        assert [bytes(m.data) for m in got[topic]] == [bytes(m.data) for m in expected[topic]], topic
+    assert not work_dir(out).exists()
