@@ -46,3 +46,12 @@ def test_the_launch_file_remaps_the_nodes_inputs_and_defaults_to_the_rig():
     for argument in ("camera", "lidar", "radar"):
         assert defaults[argument].value in sensors, argument
     assert defaults["use_sim_time"].value == "true"
+
+
+def test_the_readme_documents_every_parameter():
+    from emerdiff_ros.engine import config_fields
+    from emerdiff_ros.engine.config import param_specs
+
+    readme = (ROOT / "README.md").read_text()
+    for spec in [*config_fields(), *param_specs(StreamSettings)]:
+        assert f"| `{spec.name}` |" in readme, spec.name
