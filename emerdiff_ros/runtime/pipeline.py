@@ -36,9 +36,7 @@ class FramePipeline:
 
     def __init__(self, segmenter: Segmenter, settings: StreamSettings):
         self._lock = threading.Lock()
-        self.segmenter = segmenter
         self.tracker = LabelTracker(settings.track_smoothing)
-        self.settings = settings
         self.configure(segmenter, settings)
 
     def configure(self, segmenter: Segmenter, settings: StreamSettings) -> None:
