@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
-if [ ! -x .venv/bin/python ]; then
-  if ! "$PYTHON" -m venv .venv; then
+# A venv left without pip (python3-venv was missing when it was made) is made again.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  if ! "$PYTHON" -m venv --clear .venv; then
     echo "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install python3-venv" >&2
     exit 1
   fi

@@ -223,9 +223,9 @@ def _random_model(spec: str, dtype: torch.dtype):
         ids[0, 0] = vocab - 2
         with torch.no_grad():
             embedding = text_encoder.eval()(ids)[0].float()
-    if dtype != torch.float32:
-        unet.to(dtype)
-        vae.to(dtype)
+    # Cast as plain modules: diffusers' to() warns about float32-kept modules even when a model has none.
+    torch.nn.Module.to(unet, dtype)
+    torch.nn.Module.to(vae, dtype)
     scheduler = DDIMScheduler(  # SD 1.x/2.x-base schedule
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
