@@ -153,6 +153,17 @@ def node_arguments() -> list[str]:
             "-r", f"lidar:={ROLE}/lidar", "-r", f"radar:={ROLE}/radar_front"]
 
 
+def spinning(executor) -> threading.Thread:
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_spinning(executor, thread: threading.Thread) -> None:
+    executor.shutdown()
+    thread.join(timeout=10)  # out of its wait set before the nodes in it are destroyed
+
+
 @contextmanager
 def running(**params):
     """The emerdiff node (in this process, its own executor thread) and a bridge connected to it over DDS."""
@@ -165,14 +176,13 @@ def running(**params):
     for n, ctx in ((node, context), (bridge, None)):
         executor = MultiThreadedExecutor(context=ctx) if ctx else MultiThreadedExecutor()
         executor.add_node(n)
-        threading.Thread(target=executor.spin, daemon=True).start()
-        executors.append(executor)
+        executors.append((executor, spinning(executor)))
     try:
         bridge.wait_for_subscribers()
         yield node, bridge
     finally:
-        for executor in executors:
-            executor.shutdown()
+        for executor, thread in executors:
+            stop_spinning(executor, thread)
         node.destroy_node()
         bridge.destroy_node()
         rclpy.shutdown(context=context)
@@ -190,12 +200,12 @@ def node_process(*ros_args: str, **params):
     bridge = Bridge()
     executor = MultiThreadedExecutor()
     executor.add_node(bridge)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    thread = spinning(executor)
     try:
         bridge.wait_for_subscribers(timeout=60)
         yield process, bridge
     finally:
-        executor.shutdown()
+        stop_spinning(executor, thread)
         bridge.destroy_node()
         if process.poll() is None:
             process.send_signal(signal.SIGINT)

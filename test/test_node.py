@@ -103,7 +103,10 @@ def test_a_30_hz_flood_keeps_the_newest_frames_with_bounded_latency_and_memory(c
     frames, rate = 75, 30.0
     lidar = points_at_pixels(GRID_PIXELS[:10], 10.0, LIDAR_FROM_CAMERA)
     published, rss = {}, []
-    with node_process() as (process, bridge):
+    # Reliable input, like the bridge's publishers: best effort loses whole 1.9 MB frames in transport
+    # under load (measured: about half of them with both cores busy), which would test the network, not
+    # the node's newest-frame gate.
+    with node_process(qos_reliability="reliable") as (process, bridge):
         for round_ in range(3):  # later rounds show memory does not keep growing
             start = time.monotonic()
             for i in range(frames):
@@ -115,10 +118,6 @@ def test_a_30_hz_flood_keeps_the_newest_frames_with_bounded_latency_and_memory(c
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and last not in (stamp_ns(m.header.stamp)
                                                                for m in bridge.out["labels"].messages[-1:]):
-                # Best-effort input may lose the final frame under load: send it again until it comes out.
-                if time.monotonic() - published[last] > 10:
-                    publish_frame(bridge, carla_frame, t, lidar)
-                    published[last] = time.monotonic()
                 time.sleep(0.05)
             rss.append(process_rss_mb(process.pid))
         health = bridge.latest_diagnostics()
@@ -126,20 +125,17 @@ def test_a_30_hz_flood_keeps_the_newest_frames_with_bounded_latency_and_memory(c
     received = [stamp_ns(m.header.stamp) for m in outputs]
     assert set(received) <= set(published)
     assert received == sorted(received)  # never an older frame after a newer one
-    assert received[-1] == last  # the newest frame received is the one that gets processed
+    assert received[-1] == last  # the newest frame is always the one that gets processed
     assert 3 <= len(received) < 3 * frames / 2  # frames were dropped, not queued
     # Every frame that reached the node was either segmented or replaced by a newer one.
     assert int(health["dropped_frames"]) == int(health["frames_received"]) - int(health["frames_processed"])
     assert int(health["frames_processed"]) == len(received)
-    # A frame waits at most for the frame in progress. Output i's frame is newer than output i-1's, which
-    # was the newest when the worker took it, as output i-2 came out: so frame i was published after that,
-    # and its latency is at most the span of two frames, whatever the machine's speed or lost messages.
-    arrivals = bridge.out["labels"].receive_times
-    delivery = 1.5  # seconds from publish to the node's callback (its executor shares the CPU), and back
-    for i in range(2, len(received)):
-        assert published[received[i]] >= arrivals[i - 2] - delivery, (i, published[received[i]], arrivals[i - 2])
-    lateness = [arrival - published[s] for s, arrival in zip(received, arrivals)]
-    assert max(lateness) < 30, lateness
+    # A frame waits only for the one in progress (a queue would make it wait for several), measured in the
+    # node, apart from transport.
+    assert float(health["max_wait_s"]) <= float(health["max_worker_s"]) + 0.25, health
+    lateness = [arrival - published[s] for s, arrival in zip(received, bridge.out["labels"].receive_times)]
+    # End to end, transport included: the frame in progress, this frame, and the way in and out.
+    assert max(lateness) < 2 * float(health["max_worker_s"]) + 5, lateness
     assert rss[2] - rss[1] < 50, rss  # MB; bounded buffers, nothing accumulates
 
 

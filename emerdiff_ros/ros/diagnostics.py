@@ -19,16 +19,21 @@ class NodeHealth:
     last_stats: FrameStats | None = None
     last_latency_s: float | None = None
     last_error: str | None = None
+    # Seconds a frame waited for the worker, and the worker spent on it (segmenting and publishing).
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("wait_s", "max_wait_s", "worker_s", "max_worker_s"), 0.0))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, key: str, n: int = 1) -> None:
         with self.lock:
             self.counts[key] += n
 
-    def frame_done(self, stats: FrameStats, latency_s: float) -> None:
+    def frame_done(self, stats: FrameStats, latency_s: float, wait_s: float, worker_s: float) -> None:
         with self.lock:
             self.counts["frames_processed"] += 1
             self.last_stats, self.last_latency_s = stats, latency_s
+            self.timings.update(wait_s=wait_s, max_wait_s=max(self.timings["max_wait_s"], wait_s),
+                                worker_s=worker_s, max_worker_s=max(self.timings["max_worker_s"], worker_s))
             self.last_error = None  # a frame went through: the failure is history (still counted)
 
     def failed(self, reason: str) -> None:
@@ -41,11 +46,13 @@ def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: st
                         processed_rate: float, dropped: int, smoke_note: str | None) -> DiagnosticArray:
     with health.lock:
         counts, stats, latency, error = dict(health.counts), health.last_stats, health.last_latency_s, health.last_error
+        timings = dict(health.timings)
     values = {
         "input_rate_hz": f"{input_rate:.2f}",
         "processed_rate_hz": f"{processed_rate:.2f}",
         "dropped_frames": str(dropped),
         "stamp_to_publish_latency_s": "" if latency is None else f"{latency:.3f}",
+        **{key: f"{seconds:.3f}" for key, seconds in timings.items()},
     }
     for key in ("frames_received", "frames_processed", "processing_errors", "bad_images", "bad_clouds",
                 "bad_camera_info", "unmatched_lidar", "unmatched_radar", "nan_points_lidar", "nan_points_radar",

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 
 import rclpy
@@ -36,7 +37,7 @@ from .params import changes_for, declare_settings
 
 CLOUD_CAPACITY = 200  # per sensor, on top of the time horizon
 LOG_THROTTLE_S = 5.0
-SHUTDOWN_ACK_S = 1.0
+SHUTDOWN_ACK_S = 5.0  # in all, for every subscriber to acknowledge the last outputs
 
 
 class EmerDiffNode(Node):
@@ -88,8 +89,9 @@ class EmerDiffNode(Node):
     def destroy_node(self):
         self.worker.stop()
         # The last outputs may still be on their way: let the (reliable) subscribers acknowledge them.
+        deadline = time.monotonic() + SHUTDOWN_ACK_S
         for publisher in (self.labels_pub, self.overlay_pub, *self.points_pub.values(), *self.labeled_pub.values()):
-            publisher.wait_for_all_acked(Duration(seconds=SHUTDOWN_ACK_S))
+            publisher.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
         return super().destroy_node()
 
     # --- callbacks: check and store, never segment ----------------------------------------------
@@ -125,6 +127,7 @@ class EmerDiffNode(Node):
     # --- the worker -------------------------------------------------------------------------
 
     def _process(self, msg: Image) -> None:
+        waited, started = self.gate.last_wait, time.monotonic()
         frame = self.pipeline.segment(image_to_rgb(msg))
         header = msg.header
         self.labels_pub.publish(to_image(frame.labels, header))
@@ -154,7 +157,7 @@ class EmerDiffNode(Node):
                 self.labeled_pub[name].publish(to_cloud(cloud, matched[name][0]))
                 self.health.count(f"nan_points_{name}", labeled.nan_points[name])
         self.processed_rate.tick()
-        self.health.frame_done(frame.segmentation.stats, latency)
+        self.health.frame_done(frame.segmentation.stats, latency, waited, time.monotonic() - started)
 
     def _on_error(self, msg: Image, exc: BaseException) -> None:
         self.health.failed(f"{type(exc).__name__}: {exc}")

@@ -17,6 +17,7 @@ class LatestFrameGate(Generic[T]):
     def __init__(self, max_rate_hz: float = 0.0, clock: Callable[[], float] = time.monotonic):
         self._cond = threading.Condition()
         self._pending: T | None = None
+        self._pending_since = 0.0
         self._closed = False
         self._clock = clock
         self._last_start = float("-inf")
@@ -24,6 +25,7 @@ class LatestFrameGate(Generic[T]):
         self.set_max_rate(max_rate_hz)
         self.offered = 0
         self.replaced = 0  # frames dropped because a newer one arrived first
+        self.last_wait = 0.0  # seconds the item take() last handed over had waited in the slot
 
     def set_max_rate(self, max_rate_hz: float) -> None:
         """0 means no cap."""
@@ -35,7 +37,7 @@ class LatestFrameGate(Generic[T]):
         with self._cond:
             if self._pending is not None:
                 self.replaced += 1
-            self._pending = item
+            self._pending, self._pending_since = item, self._clock()
             self.offered += 1
             self._cond.notify_all()
 
@@ -52,6 +54,7 @@ class LatestFrameGate(Generic[T]):
                 if self._pending is not None and (self._closed or now >= ready_at):
                     item, self._pending = self._pending, None
                     self._last_start = now
+                    self.last_wait = now - self._pending_since
                     return item
                 if self._closed or deadline is not None and now >= deadline:
                     return None
