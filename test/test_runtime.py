@@ -35,12 +35,14 @@ def test_gate_caps_the_rate_and_hands_over_the_newest_when_the_time_comes():
     clock = FakeClock()
     gate = LatestFrameGate(max_rate_hz=2.0, clock=clock)
     gate.offer("a")
-    assert gate.take(timeout=0) == "a"
+    assert gate.take(timeout=0) == "a" and gate.last_wait == 0.0
     gate.offer("b")
+    clock.now = 0.2
     gate.offer("c")
     assert gate.take(timeout=0) is None  # 0.5 s have not passed
     clock.now = 0.6
     assert gate.take(timeout=0) == "c"
+    assert gate.last_wait == pytest.approx(0.4)  # from c's arrival, what diagnostics report as wait_s
 
 
 def test_worker_survives_errors_and_keeps_processing():
