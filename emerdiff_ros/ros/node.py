@@ -171,9 +171,8 @@ class EmerDiffNode(Node):
             config = self.config.replace(**changes_for(EmerDiffConfig, params))
             settings = self.settings.replace(**changes_for(StreamSettings, params))
             segmenter = self.pipeline.segmenter
-            if config != self.config:
-                segmenter = segmenter.with_config(**{k: v for k, v in vars(config).items()
-                                                     if k not in ("model", "device", "dtype")})
+            if config != self.config:  # model, device and dtype are read-only: the same model serves
+                segmenter = Segmenter(segmenter.model, config)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.config, self.settings = config, settings

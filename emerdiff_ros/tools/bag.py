@@ -12,6 +12,8 @@ rename it at the end. The input is never written to.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, c
     image_to_rgb, stamp_ns
 from ..runtime.palette import overlay
 from ..runtime.pipeline import SENSORS, FramePipeline, label_clouds
+from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
 
@@ -83,7 +86,8 @@ class BagSummary:
 @dataclass
 class _Index:
     image_stamps: list[int]
-    cameras: list[tuple[int, object]]  # (stamp, CameraModel), sorted
+    camera_stamps: list[int]  # sorted
+    cameras: list[CameraModel]  # in the order of camera_stamps
     matches: dict[tuple[str, int], list[int]]  # (sensor, cloud ordinal) -> frame ordinals it matches
 
 
@@ -186,7 +190,7 @@ def _index(reader: AnyReader, topics: BagTopics, settings: StreamSettings, every
             else:
                 matches.setdefault((name, found[1]), []).append(i)
     cameras.sort(key=lambda item: item[0])
-    return _Index(image_stamps, cameras, matches)
+    return _Index(image_stamps, [s for s, _ in cameras], [camera for _, camera in cameras], matches)
 
 
 def _frame_file(work: Path, ordinal: int) -> Path:
@@ -237,14 +241,11 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
         image_ids = {c.id for c in _connections(reader, topics.image)}
         sensor_of = {c.id: name for name in SENSORS for c in _connections(reader, getattr(topics, name))}
         ordinals = {"image": 0, **dict.fromkeys(SENSORS, 0)}
-        cache = {}
 
+        @functools.lru_cache(maxsize=4)  # a frame's labels serve its image and the clouds around it
         def labels_of(i: int):
-            if i not in cache:
-                with np.load(_frame_file(work, i)) as data:
-                    cache.clear()
-                    cache[i] = data["labels"] if "labels" in data else None
-            return cache[i]
+            with np.load(_frame_file(work, i)) as data:
+                return data["labels"] if "labels" in data else None
 
         def emit(name: str, msgtype: str, msg, timestamp: int) -> None:
             writer.write(outputs[name], timestamp, store.serialize_cdr(msg, msgtype))
@@ -293,12 +294,11 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
         writer.close()
 
 
-def _camera_for(index: _Index, stamp: int):
+def _camera_for(index: _Index, stamp: int) -> CameraModel | None:
     """The camera model of the latest camera_info at or before the frame (the first one if none is)."""
     if not index.cameras:
         return None
-    before = [camera for s, camera in index.cameras if s <= stamp]
-    return before[-1] if before else index.cameras[0][1]
+    return index.cameras[max(bisect.bisect_right(index.camera_stamps, stamp) - 1, 0)]
 
 
 def _header(store, stamp: int, frame_id: str):
