@@ -19,7 +19,7 @@ fi
 # torch first and on its own: asked for by another package, an unpinned torch pulls GBs of CUDA wheels.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet --disable-pip-version-check $TORCH_SPEC
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[ros,test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --use-pep517 -c constraints.txt -e ".[ros,test]"
 echo "emerdiff_ros is set up in .venv (activate it with: source .venv/bin/activate)"
 
 if [ "${1:-}" != "--no-demo" ]; then

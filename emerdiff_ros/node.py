@@ -2,7 +2,14 @@
 
 import sys
 
-from .ros.node import main
+
+def main(args=None) -> int:
+    try:
+        from .ros.main import main as run  # rclpy and torch load here: Ctrl-C meanwhile is a clean exit
+    except KeyboardInterrupt:
+        return 0
+    return run(args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,3 +49,13 @@ def ros():
     rclpy.init()
     yield
     rclpy.shutdown()
+
+
+@pytest.fixture
+def cpu_hogs():
+    """Two busy processes beside the test, as on a loaded CI machine or a car's computer."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield
+    for hog in hogs:
+        hog.kill()
+        hog.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import signal
@@ -15,21 +16,20 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from PIL import Image as PILImage
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from emerdiff_ros.ros.node import EmerDiffNode
+from emerdiff_ros.runtime.outputs import OUTPUTS, output_topic
 
 # Fast, real: the tiny random model at a small processing size.
 FAST_PARAMS = dict(model="tiny-random", device="cpu", resolution=128, num_masks=4, feature_draws=4,
                    kmeans_restarts=1, max_rate_hz=0.0)
-# The in-process tests check the outputs of particular frames, so their input is reliable: best effort
-# can drop a 1.9 MB frame on a loaded machine. The node-process tests keep the default best effort and
-# send again until an output appears.
-IN_PROCESS_PARAMS = {**FAST_PARAMS, "qos_reliability": "reliable"}
 ROLE = "/carla/ego_vehicle"
 WIDTH, HEIGHT, FOV = 800, 600, 90.0
 FX = WIDTH / (2 * math.tan(math.radians(FOV) / 2))  # the bridge's camera_info: fx = fy, centre of the image
@@ -44,6 +44,16 @@ def bgra_image(rgb: np.ndarray, t: float, frame_id: str = "ego_vehicle/rgb_front
     msg = Image(header=Header(stamp=stamp(t), frame_id=frame_id), height=rgb.shape[0], width=rgb.shape[1],
                 encoding="bgra8", step=rgb.shape[1] * 4)
     msg.data = bgra.tobytes()
+    return msg
+
+
+def compressed_image(rgb: np.ndarray, t: float, fmt: str = "jpeg") -> CompressedImage:
+    """What image_transport's compressed plugin publishes."""
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb).save(buffer, format=fmt.upper())
+    msg = CompressedImage(header=Header(stamp=stamp(t), frame_id="ego_vehicle/rgb_front"),
+                          format=f"rgb8; {fmt} compressed bgr8")
+    msg.data = buffer.getvalue()
     return msg
 
 
@@ -114,31 +124,31 @@ class Collector:
 class Bridge(Node):
     """Publishes like the CARLA bridge (RELIABLE, depth 10) and collects the emerdiff node's outputs."""
 
-    OUTPUTS = {"labels": Image, "overlay": Image, "lidar/points": PointCloud2, "radar/points": PointCloud2,
-               "lidar/labeled": PointCloud2, "radar/labeled": PointCloud2}
-
-    def __init__(self, name: str = "fake_carla_bridge"):
+    def __init__(self, name: str = "fake_carla_bridge", namespace: str = ""):
         super().__init__(name)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image = self.create_publisher(Image, f"{ROLE}/rgb_front/image", qos)
+        self.compressed = self.create_publisher(CompressedImage, f"{ROLE}/rgb_front/image/compressed", qos)
         self.info = self.create_publisher(CameraInfo, f"{ROLE}/rgb_front/camera_info", qos)
         self.lidar = self.create_publisher(PointCloud2, f"{ROLE}/lidar", qos)
         self.radar = self.create_publisher(PointCloud2, f"{ROLE}/radar_front", qos)
+        self.namespace = namespace
         self.out = {}
-        for topic, kind in self.OUTPUTS.items():
-            self.out[topic] = Collector()
-            self.create_subscription(kind, f"/emerdiff/{topic}", self.out[topic], 10)
+        for name, kind in OUTPUTS.items():
+            self.out[name] = Collector()
+            self.create_subscription(Image if kind.endswith("Image") else PointCloud2, output_topic(name, namespace),
+                                     self.out[name], 10)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = Collector()
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics, 10)
 
-    def wait_for_subscribers(self, timeout: float = 10.0) -> None:
+    def wait_for_subscribers(self, timeout: float = 10.0, compressed: bool = False) -> None:
         deadline = time.monotonic() + timeout
-        publishers = (self.image, self.info, self.lidar, self.radar)
+        publishers = (self.compressed if compressed else self.image, self.info, self.lidar, self.radar)
         while time.monotonic() < deadline:
             if all(p.get_subscription_count() > 0 for p in publishers) and all(
-                    self.count_publishers(f"/emerdiff/{t}") > 0 for t in self.OUTPUTS):
+                    self.count_publishers(output_topic(name, self.namespace)) > 0 for name in OUTPUTS):
                 return
             time.sleep(0.05)
         raise TimeoutError("the emerdiff node's topics did not connect")
@@ -171,10 +181,12 @@ def stop_spinning(executor, thread: threading.Thread) -> None:
 @contextmanager
 def running(**params):
     """The emerdiff node (in this process, its own executor thread) and a bridge connected to it over DDS."""
-    overrides = [Parameter(k, value=v) for k, v in {**IN_PROCESS_PARAMS, **params}.items()]
+    overrides = [Parameter(k, value=v) for k, v in {**FAST_PARAMS, **params}.items()]
     context = rclpy.Context()
     rclpy.init(context=context, args=node_arguments())
     node = EmerDiffNode(context=context, parameter_overrides=overrides)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     bridge = Bridge()
     executors = []
     for n, ctx in ((node, context), (bridge, None)):
@@ -182,19 +194,22 @@ def running(**params):
         executor.add_node(n)
         executors.append((executor, spinning(executor)))
     try:
-        bridge.wait_for_subscribers()
+        bridge.wait_for_subscribers(compressed=params.get("image_transport") == "compressed")
         yield node, bridge
     finally:
         for executor, thread in executors:
             stop_spinning(executor, thread)
+        if node.lifecycle_state == "active":
+            node.trigger_shutdown()
         node.destroy_node()
         bridge.destroy_node()
         rclpy.shutdown(context=context)
 
 
 @contextmanager
-def node_process(*ros_args: str, **params):
-    """The emerdiff node as its own process (python -m emerdiff_ros.node), and a bridge connected to it.
+def node_process(*ros_args: str, connect: bool = True, **params):
+    """The emerdiff node as its own process (python -m emerdiff_ros.node), and a bridge connected to it
+    (unless connect is false: a node that does not activate itself has no subscriptions to connect to).
 
     Yields (process, bridge); the process must exit 0 on SIGINT.
     """
@@ -206,7 +221,8 @@ def node_process(*ros_args: str, **params):
     executor.add_node(bridge)
     thread = spinning(executor)
     try:
-        bridge.wait_for_subscribers(timeout=60)
+        if connect:
+            bridge.wait_for_subscribers(timeout=60)
         yield process, bridge
     finally:
         stop_spinning(executor, thread)

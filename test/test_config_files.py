@@ -33,19 +33,64 @@ def test_the_node_defaults_and_the_params_file_match_the_bridge_rig():
     assert rig["semantic_segmentation_front"] == rig["rgb_front"]
 
 
+def launch_constant(tree: ast.Module, name: str):
+    assignment = next(node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                      and getattr(node.targets[0], "id", "") == name)
+    return assignment.value
+
+
 def test_the_launch_file_remaps_the_nodes_inputs_and_defaults_to_the_rig():
     tree = ast.parse((ROOT / "launch" / "carla.launch.py").read_text())
     remapped = {node.elts[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant)
-                and isinstance(node.elts[1], (ast.List, ast.BinOp))}
+                and isinstance(node.elts[1], ast.JoinedStr)}
     assert remapped == {"image", "camera_info", "lidar", "radar"}
-    arguments = next(node for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                     and getattr(node.targets[0], "id", "") == "ARGUMENTS")
-    defaults = {k.value: v.elts[0] for k, v in zip(arguments.value.keys, arguments.value.values)}
+    arguments = launch_constant(tree, "ARGUMENTS")
+    defaults = {k.value: v.elts[0] for k, v in zip(arguments.keys, arguments.values)}
     sensors = set(rig_poses())
     for argument in ("camera", "lidar", "radar"):
         assert defaults[argument].value in sensors, argument
     assert defaults["use_sim_time"].value == "true"
+    assert float(defaults["shutdown_timeout"].value) == StreamSettings().shutdown_timeout
+
+
+def test_the_launch_files_parameter_arguments_are_node_parameters_of_the_same_type():
+    from emerdiff_ros.engine import config_fields
+    from emerdiff_ros.engine.config import param_specs
+
+    tree = ast.parse((ROOT / "launch" / "carla.launch.py").read_text())
+    overrides = launch_constant(tree, "OVERRIDES")
+    specs = {spec.name: spec for spec in [*config_fields(), *param_specs(StreamSettings)]}
+    specs["preset"] = type("Preset", (), {"type": str})  # declared by the node itself
+    for key, kind in zip(overrides.keys, overrides.values):
+        assert key.value in specs, key.value
+        assert specs[key.value].type.__name__ == kind.id, key.value
+    assert {"model", "device", "num_masks"} <= {key.value for key in overrides.keys}
+
+
+def test_rviz_shows_the_nodes_outputs_in_its_namespace():
+    from emerdiff_ros.runtime.outputs import OUTPUTS, output_topic
+    from emerdiff_ros.runtime.rviz import namespaced_rviz_config, rviz_topics
+
+    path = ROOT / "config" / "emerdiff.rviz"
+    shown = rviz_topics(path.read_text())
+    assert {"labels", "overlay", "projection", "lidar/labeled", "radar/labeled"} <= {
+        topic.removeprefix(output_topic("")) for topic in shown}
+    assert set(shown) <= {output_topic(name) for name in OUTPUTS}
+    assert namespaced_rviz_config(path, "") == str(path)
+    namespaced = Path(namespaced_rviz_config(path, "car1"))
+    try:
+        assert rviz_topics(namespaced.read_text()) == [t.replace("/emerdiff/", "/car1/emerdiff/") for t in shown]
+    finally:
+        namespaced.unlink()
+
+
+def test_the_readme_names_every_output_topic():
+    from emerdiff_ros.runtime.outputs import OUTPUTS
+
+    readme = (ROOT / "README.md").read_text()
+    for name in OUTPUTS:
+        assert f"`~/{name}`" in readme, name
 
 
 def test_the_readme_documents_every_parameter():

@@ -103,10 +103,9 @@ def test_a_30_hz_flood_keeps_the_newest_frames_with_bounded_latency_and_memory(c
     frames, rate = 75, 30.0
     lidar = points_at_pixels(GRID_PIXELS[:10], 10.0, LIDAR_FROM_CAMERA)
     published, rss = {}, []
-    # Reliable input, like the bridge's publishers: best effort loses whole 1.9 MB frames in transport
-    # under load (measured: about half of them with both cores busy), which would test the network, not
-    # the node's newest-frame gate.
-    with node_process(qos_reliability="reliable") as (process, bridge):
+    # The default input QoS follows the bridge's reliable publishers: no frame is lost in transport, so
+    # this tests the node's newest-frame gate, not the network.
+    with node_process() as (process, bridge):
         for round_ in range(3):  # later rounds show memory does not keep growing
             start = time.monotonic()
             for i in range(frames):

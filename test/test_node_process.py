@@ -35,7 +35,7 @@ def test_every_key_of_the_params_file_is_declared_and_the_node_runs_with_it(para
         values = remote_parameters(bridge, list(file_params))
         deadline = time.monotonic() + 60
         while not bridge.out["labels"].messages and time.monotonic() < deadline:
-            # Best-effort input: a frame sent while the reader is still matching may be lost; send it again.
+            # A frame sent before the node's reader has matched this writer is lost; send it again.
             bridge.info.publish(camera_info(4.0))
             bridge.image.publish(bgra_image(carla_frame, 4.0))
             bridge.out["labels"].wait(1, timeout=2)
@@ -72,12 +72,57 @@ def test_ctrl_c_twice_publishes_the_accepted_frame_and_exits_cleanly(carla_frame
     ("num_masks:=1", "num_masks"),
     ("preset:=fastest", "unknown preset 'fastest'"),
     ("model:=/no/such/checkpoint", "no such folder"),
-    ("qos_reliability:=sometimes", "qos_reliability must be one of best_effort, reliable"),
+    ("qos_reliability:=sometimes", "qos_reliability must be one of best_available, best_effort, reliable"),
+    ("lidar_pose:=[0.0,0.0,.nan,0.0,0.0,0.0]", "lidar_pose must be finite, got [0, 0, nan, 0, 0, 0]"),
+    ("max_rate_hz:=fast", "max_rate_hz"),
 ])
-def test_a_bad_parameter_stops_the_node_with_the_reason(argument, reason):
+def test_a_bad_start_is_one_clear_message_and_a_non_zero_exit(argument, reason):
     command = [sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), "-p", "device:=cpu", "-p", argument]
     if not argument.startswith("model"):
         command += ["-p", "model:=tiny-random"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert reason in done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert reason in output
+    assert "Traceback" not in output and "AttributeError" not in output, output
+    assert len([line for line in output.splitlines() if "[FATAL]" in line]) == 1, output
+
+
+def start(*params: str) -> subprocess.Popen:
+    settings = [arg for k, v in FAST_PARAMS.items() for arg in ("-p", f"{k}:={v}")]
+    return subprocess.Popen([sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), *settings, *params],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("when", ["while python starts", "while the model loads"])
+def test_ctrl_c_before_the_node_runs_exits_cleanly(when):
+    process = start()
+    if when == "while python starts":
+        time.sleep(0.3)
+        lines = []
+    else:
+        lines = [process.stdout.readline()]
+        while "loading model" not in lines[-1]:
+            assert lines[-1], "".join(lines)
+            lines.append(process.stdout.readline())
+    process.send_signal(signal.SIGINT)
+    output = "".join(lines) + process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+
+
+def test_a_frame_longer_than_the_shutdown_budget_ends_in_one_clear_line(carla_frame):
+    # 4x the pixels and 8x the feature passes of the fast settings: several seconds a frame on a CPU.
+    with node_process(resolution=512, feature_draws=32, shutdown_timeout=1.0) as (process, bridge):
+        received = 0
+        while received == 0:
+            bridge.image.publish(bgra_image(carla_frame, 12.0))
+            received = int(bridge.latest_diagnostics()["frames_received"])
+        begin = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        took = time.monotonic() - begin
+    assert process.returncode == 1, output
+    assert "exiting without the frame in progress (raise shutdown_timeout to let it finish)" in output, output
+    assert "Traceback" not in output, output
+    assert took < 10, took  # the budget, not the frame, decides when the node exits

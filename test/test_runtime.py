@@ -11,7 +11,12 @@ from emerdiff_ros.runtime.gate import FrameWorker, LatestFrameGate
 from emerdiff_ros.runtime.palette import colourise, overlay, palette
 from emerdiff_ros.runtime.projection import CameraModel, pose_matrix, point_labels, sensor_to_optical
 from emerdiff_ros.runtime.stamps import RateMeter, StampBuffer
+from emerdiff_ros.runtime.sync import Arrival, CloudSync
+from emerdiff_ros.runtime.throttle import KindThrottle
 from emerdiff_ros.runtime.tracker import LabelTracker
+
+
+SECOND = 1_000_000_000
 
 
 class FakeClock:
@@ -91,6 +96,67 @@ def test_stamp_buffer_finds_the_nearest_within_slop_and_stays_bounded():
     assert len(buffer) == 1
 
 
+def matched(sync: CloudSync, stamp: int, slop: int = 0) -> dict:
+    sync.hold(stamp, slop)
+    return sync.release()
+
+
+def test_the_frame_in_progress_holds_its_clouds_however_far_the_drive_goes_on():
+    sync = CloudSync(["lidar", "radar"], horizon_ns=SECOND // 5)
+    sync.frame(30 * SECOND)
+    sync.add("radar", 30 * SECOND - 3_000_000, "radar before")
+    sync.hold(30 * SECOND, slop_ns=25_000_000)  # the worker takes the 30 s frame
+    sync.add("lidar", 30 * SECOND + 10_000_000, "lidar after")  # its tick's LiDAR arrives late
+    sync.add("radar", 30 * SECOND + 1_000_000, "radar nearer")
+    for i in range(1, 61):  # three seconds of drive while the frame is segmented: the buffers move on
+        sync.frame(30 * SECOND + i * SECOND // 20)
+        sync.add("lidar", 30 * SECOND + i * SECOND // 20, f"lidar {i}")
+    assert sync.release() == {"lidar": "lidar after", "radar": "radar nearer"}
+    assert sync.release() == {}  # holding stopped
+
+
+def test_cloud_sync_buffers_hold_the_whole_horizon_whatever_the_rate():
+    sync = CloudSync(["lidar"], horizon_ns=10 * SECOND)
+    for i in range(300):  # 10 s of a 30 Hz sensor: a fixed 200-cloud buffer would lose the first third
+        sync.add("lidar", 1000 * SECOND + i * SECOND // 30, i)
+    assert matched(sync, 1000 * SECOND, SECOND // 100) == {"lidar": 0}
+
+
+def test_a_cloud_from_the_future_is_rejected_and_evicts_nothing():
+    sync = CloudSync(["lidar", "radar"], horizon_ns=10 * SECOND)
+    assert sync.frame(100 * SECOND) is Arrival.KEPT
+    assert sync.add("lidar", 100 * SECOND, "now") is Arrival.KEPT
+    assert sync.add("lidar", (100 + 365 * 86400) * SECOND, "next year") is Arrival.FUTURE
+    assert sync.add("radar", 0, "unstamped") is Arrival.UNSTAMPED
+    assert sync.add("lidar", 101 * SECOND, "later") is Arrival.KEPT
+    assert matched(sync, 100 * SECOND) == {"lidar": "now"}
+
+
+def test_time_going_back_empties_the_buffers_and_matching_goes_on():
+    sync = CloudSync(["lidar"], horizon_ns=10 * SECOND)
+    for t in (500, 501, 502):
+        sync.frame(t * SECOND)
+        sync.add("lidar", t * SECOND, f"first run {t}")
+    # A bag loop (or a simulator restart): the same sensors, 60 s earlier.
+    assert sync.add("lidar", 442 * SECOND, "loop 442") is Arrival.TIME_JUMP
+    assert sync.frame(442 * SECOND) is Arrival.KEPT  # one jump, seen once
+    assert matched(sync, 442 * SECOND) == {"lidar": "loop 442"}
+    assert matched(sync, 500 * SECOND) == {} and len(sync) == 1
+    assert sync.add("lidar", 443 * SECOND, "loop 443") is Arrival.KEPT
+    # A jump smaller than the horizon is a late message, not a jump.
+    assert sync.add("lidar", 436 * SECOND, "late") is Arrival.KEPT
+
+
+def test_warnings_are_throttled_per_kind():
+    clock = FakeClock()
+    throttle = KindThrottle(5.0, clock=clock)
+    assert throttle("image", "bad image") == "bad image"
+    assert throttle("image", "bad image") is None
+    assert throttle("lidar", "bad cloud") == "bad cloud"  # not hidden by the image's
+    clock.now = 5.0
+    assert throttle("image", "bad image") == "bad image (1 more like it since the last report)"
+
+
 def test_rate_meter_counts_a_sliding_window():
     clock = FakeClock()
     meter = RateMeter(window_s=2.0, clock=clock)
@@ -152,6 +218,10 @@ def test_cloud_reads_fields_by_offset_with_padding_and_row_padding():
     (dict(row_step=4), "row_step"),
     (dict(fields=(CloudField("x", 0, 99),)), "unknown datatype"),
     (dict(fields=(CloudField("x", 0, FLOAT32), CloudField("y", 4, FLOAT32))), "no z field"),
+    # Zero-size fields let a 4-byte message declare millions of points (point_step 0, row_step 0).
+    (dict(fields=tuple(CloudField(n, 0, FLOAT32, count=0) for n in "xyz"), point_step=0, row_step=0,
+          width=10_000_000, data=b"\0" * 4), "count 0"),
+    (dict(point_step=0, row_step=0, width=10_000_000, data=b"\0" * 4), "does not fit point_step 0"),
 ])
 def test_bad_cloud_layouts_are_refused(change, message):
     cloud = packed_cloud(np.zeros((3, 3)))
@@ -159,6 +229,22 @@ def test_bad_cloud_layouts_are_refused(change, message):
 
     with pytest.raises(CloudError, match=message):
         replace(cloud, **change).check()
+
+
+def test_a_cloud_larger_than_the_cap_is_refused():
+    cloud = packed_cloud(np.zeros((100, 3)))
+    cloud.check(max_points=100)
+    with pytest.raises(CloudError, match="more than max_cloud_points 99"):
+        cloud.check(max_points=99)
+
+
+def test_an_empty_scan_reads_and_labels_as_an_empty_cloud():
+    empty = Cloud(tuple(CloudField(n, 4 * i, FLOAT32) for i, n in enumerate("xyz")), 16, 0, 0, 1, b"")
+    empty.check()
+    assert empty.xyz().shape == (0, 3)
+    labeled = empty.with_labels(np.zeros(0, np.uint16))
+    labeled.check()
+    assert labeled.size == 0 and labeled.field("label").shape == (0,)
 
 
 def test_projection_follows_the_bridge_conventions():

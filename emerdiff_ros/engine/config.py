@@ -8,6 +8,7 @@ presets are generated from this class rather than copied from it. `param`, `para
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Iterator, NamedTuple
 
@@ -144,7 +145,7 @@ def check_fields(obj) -> None:
             value = float(value)
         elif spec.type is tuple and isinstance(value, (list, tuple)):
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"{spec.name} must be a list of numbers, got {value!r}")
+                raise ValueError(f"{spec.name} must be a list of numbers, got {list(value)}")
             value = tuple(float(v) for v in value)
         if type(value) is not spec.type:
             raise ValueError(f"{spec.name} must be {spec.type.__name__}, got {value!r}")
@@ -158,6 +159,9 @@ def spec_violation(spec: ParamSpec, value: Any) -> str | None:
     """Why value is not acceptable for spec, or None."""
     if spec.choices is not None and value not in spec.choices:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    numbers = value if spec.type is tuple else (value,) if spec.type is float else ()
+    if not all(math.isfinite(v) for v in numbers):
+        return f"{spec.name} must be finite, got {_plain(value)}"
     if spec.type in (int, float):
         if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
             return f"{spec.name} must be between {spec.low} and {spec.high}, got {value!r}"
@@ -166,3 +170,10 @@ def spec_violation(spec: ParamSpec, value: Any) -> str | None:
     if spec.length is not None and len(value) != spec.length:
         return f"{spec.name} must have {spec.length} values, got {len(value)}"
     return None
+
+
+def _plain(value: Any) -> str:
+    """A value as a user wrote it: [1.0, nan], not (np.float64(1.0), ...)."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{float(v):g}" for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else repr(value)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
 from sensor_msgs.msg import Image, PointCloud2, PointField
 
-from ..runtime.clouds import Cloud
-from ..runtime.messages import cloud_layout, image_layout
+from ..runtime.outputs import CLOUD, IMAGE
 
 
-def to_image(pixels: np.ndarray, header) -> Image:
-    """Labels (mono8/mono16) or an RGB image (rgb8); bytes, which rclpy copies in quickly."""
-    return Image(header=header, **image_layout(pixels))
+def to_image(layout: dict, header) -> Image:
+    return Image(header=header, **layout)
 
 
-def to_cloud(cloud: Cloud, header) -> PointCloud2:
-    layout = cloud_layout(cloud)
-    fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in layout.pop("fields")]
-    return PointCloud2(header=header, fields=fields, **layout)
+def to_cloud(layout: dict, header) -> PointCloud2:
+    fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in layout["fields"]]
+    return PointCloud2(header=header, **{**layout, "fields": fields})
+
+
+def to_layout_message(kind: str, layout: dict, header):
+    """The rclpy message of a runtime layout of the given type (an OUTPUTS value)."""
+    return {IMAGE: to_image, CLOUD: to_cloud}[kind](layout, header)

@@ -28,7 +28,7 @@ class NodeHealth:
         with self.lock:
             self.counts[key] += n
 
-    def frame_done(self, stats: FrameStats, latency_s: float, wait_s: float, worker_s: float) -> None:
+    def frame_done(self, stats: FrameStats, latency_s: float | None, wait_s: float, worker_s: float) -> None:
         with self.lock:
             self.counts["frames_processed"] += 1
             self.last_stats, self.last_latency_s = stats, latency_s
@@ -42,28 +42,36 @@ class NodeHealth:
             self.last_error = reason
 
 
-def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, input_rate: float,
+COUNTERS = (
+    "frames_received", "frames_processed", "processing_errors", "bad_images", "received_camera_info", "bad_camera_info",
+    "received_lidar", "received_radar", "bad_clouds", "future_stamps", "time_jumps", "unmatched_lidar",
+    "unmatched_radar", "nan_points_lidar", "nan_points_radar", "cloud_errors", "clouds_without_camera_info",
+)
+
+
+def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, state: str, input_rate: float,
                         processed_rate: float, dropped: int, smoke_note: str | None) -> DiagnosticArray:
     with health.lock:
         counts, stats, latency, error = dict(health.counts), health.last_stats, health.last_latency_s, health.last_error
         timings = dict(health.timings)
     values = {
+        "state": state,
         "input_rate_hz": f"{input_rate:.2f}",
         "processed_rate_hz": f"{processed_rate:.2f}",
         "dropped_frames": str(dropped),
         "stamp_to_publish_latency_s": "" if latency is None else f"{latency:.3f}",
         **{key: f"{seconds:.3f}" for key, seconds in timings.items()},
     }
-    for key in ("frames_received", "frames_processed", "processing_errors", "bad_images", "bad_clouds",
-                "bad_camera_info", "unmatched_lidar", "unmatched_radar", "nan_points_lidar", "nan_points_radar",
-                "clouds_without_camera_info"):
+    for key in COUNTERS:
         values[key] = str(counts.get(key, 0))
     if stats is not None:
         values.update({f"seconds_{stage}": f"{s:.3f}" for stage, s in stats.stage_seconds.items()})
         values.update(seconds_per_frame=f"{stats.seconds:.3f}", unet_sample_evals=str(stats.unet_sample_evals),
                       sequential_unet_calls=str(stats.sequential_unet_calls), vae_decodes=str(stats.vae_decodes),
                       peak_memory_mb=f"{stats.peak_memory_mb:.0f}", masks=str(stats.masks))
-    if error is not None:
+    if state != "active":
+        level, message = DiagnosticStatus.OK, f"{state}: not segmenting"
+    elif error is not None:
         level, message = DiagnosticStatus.ERROR, f"last frame failed: {error}"
     elif smoke_note:
         level, message = DiagnosticStatus.WARN, smoke_note

@@ -1,168 +1,296 @@
-"""The `emerdiff` node: CARLA camera in; labels, overlay and stamp-matched clouds out.
+"""The `emerdiff` lifecycle node: CARLA camera in; labels, overlay and stamp-matched clouds out.
 
-Callbacks only check and store messages. One worker thread owns the GPU and always takes the
-newest waiting frame; every output carries the header of the frame it was computed from.
+configure loads the model, activate subscribes and starts the worker, deactivate finishes the
+accepted frames and stops, cleanup frees the model (and the GPU memory). With `autostart` (the
+default) the node goes to active by itself. Callbacks only check and store messages; one worker
+thread owns the GPU and always takes the newest waiting frame, with the clouds that match it.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import threading
+import gc
 import time
 import traceback
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from ..engine import PRESETS, EmerDiffConfig, Segmenter
+from ..engine import PRESETS, CheckpointError, EmerDiffConfig, Segmenter
 from ..runtime.gate import FrameWorker, LatestFrameGate
-from ..runtime.pipeline import SENSORS, FramePipeline
+from ..runtime.messages import MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, stamp_ns
+from ..runtime.outputs import CLOUD, NODE_NAME, OUTPUTS, SENSORS, SensorCloud, frame_outputs
+from ..runtime.pipeline import FramePipeline
 from ..runtime.settings import StreamSettings
-from ..runtime.stamps import RateMeter, StampBuffer
-from ..runtime.messages import MessageError, camera_from_info, check_image, cloud_from_msg, image_to_rgb, stamp_ns
-from .codecs import to_cloud, to_image
+from ..runtime.stamps import RateMeter
+from ..runtime.sync import Arrival, CloudSync
+from ..runtime.throttle import KindThrottle
+from .codecs import to_layout_message
 from .diagnostics import NodeHealth, diagnostics_message
 from .params import changes_for, declare_settings
 
-CLOUD_CAPACITY = 200  # per sensor, on top of the time horizon
 LOG_THROTTLE_S = 5.0
-SHUTDOWN_ACK_S = 5.0  # in all, for every subscriber to acknowledge the last outputs
+OUTPUT_DEPTH = 10
+MAX_ACK_S = 5.0  # of the shutdown budget, at most this long for subscribers to acknowledge the last outputs
+# A stamp further than this from the node's clock is on another clock (a replayed bag without
+# use_sim_time, say): a latency computed from it would mean nothing.
+MAX_MEANINGFUL_LATENCY_S = 3600.0
+RELIABILITY = {"best_available": ReliabilityPolicy.BEST_AVAILABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT,
+               "reliable": ReliabilityPolicy.RELIABLE}
+# Errors that mean "this model cannot be loaded here", told in one line; anything else is a bug.
+LOAD_ERRORS = (CheckpointError, ValueError, OSError, RuntimeError)
 
 
-class EmerDiffNode(Node):
+class EmerDiffNode(LifecycleNode):
     def __init__(self, **kwargs):
-        super().__init__("emerdiff", **kwargs)
+        super().__init__(NODE_NAME, **kwargs)
         preset = self.declare_parameter(
             "preset", "paper", ParameterDescriptor(description=f"method preset: {', '.join(PRESETS)}", read_only=True)
         ).value
         self.config = declare_settings(self, EmerDiffConfig, EmerDiffConfig.from_preset(preset))
         self.settings = declare_settings(self, StreamSettings, StreamSettings())
+        self.health = NodeHealth()
+        self.input_rate, self.processed_rate = RateMeter(), RateMeter()
+        self.gate: LatestFrameGate = LatestFrameGate(self.settings.max_rate_hz)
+        self.sync: CloudSync[SensorCloud] = CloudSync(SENSORS, int(self.settings.cloud_buffer_seconds * 1e9))
+        self.camera = None
+        self.pipeline: FramePipeline | None = None
+        self.worker: FrameWorker | None = None
+        self.smoke_note: str | None = None
+        self.device = self.config.device
+        self._inputs: dict[str, object] = {}  # input name -> subscription
+        self._resubscribe: set[str] = set()  # inputs whose publisher offered an incompatible QoS
+        self._outputs: dict[str, object] = {}  # output name -> lifecycle publisher
+        self._throttle = KindThrottle(LOG_THROTTLE_S)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # A steady timer: diagnostics keep coming while the simulation (and sim time) is paused.
+        self.create_timer(self.settings.diagnostics_period, self._on_timer,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def lifecycle_state(self) -> str:
+        return self._state_machine.current_state[1]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().info(f"loading model {self.config.model!r} on {self.config.device} ...")
-        segmenter = Segmenter.load(self.config)
+        try:
+            segmenter = Segmenter.load(self.config)
+        except LOAD_ERRORS as exc:
+            self.get_logger().fatal(f"cannot load the model: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception:
+            self.get_logger().fatal(f"cannot load the model (a bug, please report it):\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.FAILURE
         self.smoke_note = segmenter.model.smoke_note
         if self.smoke_note:
             self.get_logger().warning(self.smoke_note)
         self.device = str(segmenter.model.device)
         self.pipeline = FramePipeline(segmenter, self.settings)
+        self._outputs = {name: self.create_lifecycle_publisher(PointCloud2 if kind == CLOUD else Image, f"~/{name}",
+                                                               OUTPUT_DEPTH)
+                         for name, kind in OUTPUTS.items()}
+        self.get_logger().info(f"configured: model {self.config.model!r} on {self.device}, K={self.config.num_masks}")
+        return TransitionCallbackReturn.SUCCESS
 
-        self.health = NodeHealth()
-        self.input_rate, self.processed_rate = RateMeter(), RateMeter()
-        self.gate: LatestFrameGate[Image] = LatestFrameGate(self.settings.max_rate_hz)
-        horizon = int(self.settings.cloud_buffer_seconds * 1e9)
-        self.clouds = {name: StampBuffer(CLOUD_CAPACITY, horizon) for name in SENSORS}
-        self.camera = None
-
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=self.settings.qos_depth, durability=DurabilityPolicy.VOLATILE,
-            reliability=ReliabilityPolicy.BEST_EFFORT if self.settings.qos_reliability == "best_effort"
-            else ReliabilityPolicy.RELIABLE,
-        )
-        self.create_subscription(Image, "image", self._on_image, qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
-        for name in SENSORS:
-            self.create_subscription(PointCloud2, name, lambda msg, name=name: self._on_cloud(name, msg), qos)
-        self.labels_pub = self.create_publisher(Image, "~/labels", 10)
-        self.overlay_pub = self.create_publisher(Image, "~/overlay", 10)
-        self.points_pub = {name: self.create_publisher(PointCloud2, f"~/{name}/points", 10) for name in SENSORS}
-        self.labeled_pub = {name: self.create_publisher(PointCloud2, f"~/{name}/labeled", 10) for name in SENSORS}
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # A steady timer: diagnostics keep coming while the simulation (and sim time) is paused.
-        self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
-
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for name in ("image", "camera_info", *SENSORS):
+            self._subscribe(name)
+        self.gate.reopen()
         self.worker = FrameWorker(self.gate, self._process, self._on_error)
         self.worker.start()
-        self.get_logger().info(f"ready: model {self.config.model!r} on {self.device}, K={self.config.num_masks}")
+        self.get_logger().info("active: segmenting " + self._inputs["image"].topic_name)
+        return super().on_activate(state)
 
-    def destroy_node(self):
-        self.worker.stop()
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if not self._finish_accepted_frames():
+            return TransitionCallbackReturn.FAILURE
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        finished = self._finish_accepted_frames() if state.label == "active" else True
+        if finished:
+            self._release()
+        return TransitionCallbackReturn.SUCCESS if finished else TransitionCallbackReturn.FAILURE
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._finish_accepted_frames()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _finish_accepted_frames(self) -> bool:
+        """Stop taking input, segment and publish what was accepted, within shutdown_timeout. True if done."""
+        for name in list(self._inputs):
+            self.destroy_subscription(self._inputs.pop(name))
+        if self.worker is None:
+            return True
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        self.worker.stop(timeout=self.settings.shutdown_timeout)
+        if self.worker.alive:
+            self.get_logger().error(f"the frame in progress did not finish within shutdown_timeout "
+                                    f"({self.settings.shutdown_timeout:g} s)")
+            return False
+        self.worker = None
         # The last outputs may still be on their way: let the (reliable) subscribers acknowledge them.
-        deadline = time.monotonic() + SHUTDOWN_ACK_S
-        for publisher in (self.labels_pub, self.overlay_pub, *self.points_pub.values(), *self.labeled_pub.values()):
-            publisher.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
-        return super().destroy_node()
+        for publisher in self._outputs.values():
+            left = min(MAX_ACK_S, deadline - time.monotonic())
+            if left <= 0:
+                break
+            publisher.wait_for_all_acked(Duration(seconds=left))
+        return True
 
-    # --- callbacks: check and store, never segment ----------------------------------------------
+    def _release(self) -> None:
+        """Drop the model and the output publishers; the GPU memory goes back to the device."""
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs, self.pipeline, self.camera = {}, None, None
+        gc.collect()
+        try:
+            import torch
 
-    def _on_image(self, msg: Image) -> None:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    # --- inputs: check and store, never segment ---------------------------------------------
+
+    def _subscribe(self, name: str) -> None:
+        settings = self.settings
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=settings.qos_depth,
+                         durability=DurabilityPolicy.VOLATILE, reliability=RELIABILITY[settings.qos_reliability])
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda info, name=name: self._on_incompatible_qos(name))
+        if name == "image" and settings.image_transport == "compressed":
+            # As image_transport: the compressed stream of the (remapped) image topic.
+            kind, topic = CompressedImage, self.resolve_topic_name("image").rstrip("/") + "/compressed"
+        else:
+            kind, topic = {"image": Image, "camera_info": CameraInfo}.get(name, PointCloud2), name
+        callback = {"image": self._on_image, "camera_info": self._on_camera_info}.get(
+            name, lambda msg, name=name: self._on_cloud(name, msg))
+        self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events)
+
+    def _on_incompatible_qos(self, name: str) -> None:
+        topic = self._inputs[name].topic_name if name in self._inputs else name
+        if self.settings.qos_reliability == "best_available":
+            # best_available is settled when a subscription is made (reliable if no publisher is known yet):
+            # made again, it follows the publishers there are now.
+            self._resubscribe.add(name)
+            self._warn("qos", f"a publisher on {topic} offers a QoS the subscription does not match; subscribing "
+                              "again to follow it")
+        else:
+            self._warn("qos", f"a publisher on {topic} offers a QoS incompatible with qos_reliability: "
+                              f"{self.settings.qos_reliability}; nothing arrives from it (use best_available)")
+
+    def _on_image(self, msg) -> None:
         self.input_rate.tick()
         self.health.count("frames_received")
         try:
-            check_image(msg)
+            check_image(msg, self.settings.max_image_pixels)
         except MessageError as exc:
             self._skip("bad_images", f"skipping image: {exc}")
             return
+        if self.sync.frame(stamp_ns(msg.header.stamp)) is Arrival.TIME_JUMP:
+            self._time_jump("camera", msg)
         self.gate.offer(msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.health.count("received_camera_info")
         try:
             self.camera = camera_from_info(msg)
         except MessageError as exc:
             self._skip("bad_camera_info", f"ignoring camera_info: {exc}")
 
     def _on_cloud(self, name: str, msg: PointCloud2) -> None:
+        self.health.count(f"received_{name}")
         try:
-            cloud = cloud_from_msg(msg)
+            cloud = cloud_from_msg(msg, self.settings.max_cloud_points)
         except MessageError as exc:
-            self._skip("bad_clouds", f"skipping {name} cloud: {exc}")
+            self._skip("bad_clouds", f"skipping {name} cloud: {exc}", kind=f"bad_{name}")
             return
-        self.clouds[name].add(stamp_ns(msg.header.stamp), (msg, cloud))
+        arrival = self.sync.add(name, stamp_ns(msg.header.stamp), SensorCloud(cloud, msg.header.frame_id,
+                                                                             bool(msg.is_dense)))
+        if arrival is Arrival.FUTURE:
+            self._skip("future_stamps", f"skipping {name} cloud stamped {_seconds(msg.header.stamp)}: more than "
+                                        "cloud_buffer_seconds ahead of the camera", kind=f"future_{name}")
+        elif arrival is Arrival.UNSTAMPED:
+            self._skip("bad_clouds", f"skipping {name} cloud stamped 0: it cannot be matched to a frame",
+                       kind=f"bad_{name}")
+        elif arrival is Arrival.TIME_JUMP:
+            self._time_jump(name, msg)
 
-    def _skip(self, counter: str, message: str) -> None:
+    def _time_jump(self, stream: str, msg) -> None:
+        self.health.count("time_jumps")
+        self.get_logger().warning(
+            f"time went back to {_seconds(msg.header.stamp)} ({stream}): more than cloud_buffer_seconds "
+            "before the newest stamp (a bag loop, a /clock jump or a simulator restart); matching starts afresh")
+
+    def _skip(self, counter: str, message: str, kind: str | None = None) -> None:
         self.health.count(counter)
-        self.get_logger().warning(message, throttle_duration_sec=LOG_THROTTLE_S)
+        self._warn(kind or counter, message)
+
+    def _warn(self, kind: str, message: str) -> None:
+        text = self._throttle(kind, message)
+        if text is not None:
+            self.get_logger().warning(text)
 
     # --- the worker -------------------------------------------------------------------------
 
-    def _process(self, msg: Image) -> None:
+    def _process(self, msg) -> None:
         waited, started = self.gate.last_wait, time.monotonic()
-        frame = self.pipeline.segment(image_to_rgb(msg))
-        header = msg.header
-        self.labels_pub.publish(to_image(frame.labels, header))
-        self.overlay_pub.publish(to_image(frame.overlay, header))
-        latency = (self.get_clock().now().nanoseconds - stamp_ns(header.stamp)) / 1e9
-
-        stamp, slop = stamp_ns(header.stamp), int(self.settings.sync_slop * 1e9)
-        matched = {}
-        for name in SENSORS:
-            found = self.clouds[name].nearest(stamp, slop)
-            if found is None:
-                self.health.count(f"unmatched_{name}")
-                continue
-            cloud_msg, cloud = found[1]
-            # The points stay in their sensor's frame; the stamp becomes the frame's.
-            out_header = Header(stamp=header.stamp, frame_id=cloud_msg.header.frame_id)
-            self.points_pub[name].publish(_restamped(cloud_msg, out_header))
-            matched[name] = (out_header, cloud)
-        camera = self.camera
-        if matched and camera is None:
-            self.health.count("clouds_without_camera_info", len(matched))
-            self.get_logger().warning("no camera_info yet: clouds are not labelled",
-                                      throttle_duration_sec=LOG_THROTTLE_S)
-        elif matched:
-            labeled = self.pipeline.label_clouds(frame.labels, {n: c for n, (_, c) in matched.items()}, camera)
-            for name, cloud in labeled.clouds.items():
-                self.labeled_pub[name].publish(to_cloud(cloud, matched[name][0]))
-                self.health.count(f"nan_points_{name}", labeled.nan_points[name])
+        header, settings, pipeline = msg.header, self.settings, self.pipeline
+        stamp, slop = stamp_ns(header.stamp), int(settings.sync_slop * 1e9)
+        # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
+        # long it takes to segment and however far the drive goes on meanwhile.
+        self.sync.hold(stamp, slop)
+        try:
+            rgb = frame_rgb(msg, settings.max_image_pixels)
+            frame = pipeline.segment(rgb)
+        except MessageError as exc:
+            self._skip("bad_images", f"skipping image: {exc}")
+            return
+        finally:
+            clouds = self.sync.release()
+        for sensor in SENSORS:
+            if sensor not in clouds:
+                self.health.count(f"unmatched_{sensor}")
+        wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
+        outputs, report = frame_outputs(rgb, frame.labels, clouds, self.camera, settings, wanted)
+        for output in outputs:
+            out_header = header if output.frame_id is None else Header(stamp=header.stamp, frame_id=output.frame_id)
+            self._outputs[output.name].publish(to_layout_message(OUTPUTS[output.name], output.layout, out_header))
+        for sensor, points in report.nan_points.items():
+            self.health.count(f"nan_points_{sensor}", points)
+        for sensor, reason in report.failed.items():
+            self._skip("cloud_errors", f"no labelled {sensor} cloud for this frame: {reason}", kind=f"error_{sensor}")
+        if report.without_camera:
+            self._skip("clouds_without_camera_info", "no camera_info yet: clouds are not labelled")
         self.processed_rate.tick()
-        self.health.frame_done(frame.segmentation.stats, latency, waited, time.monotonic() - started)
+        self.health.frame_done(frame.segmentation.stats, self._latency(stamp), waited, time.monotonic() - started)
 
-    def _on_error(self, msg: Image, exc: BaseException) -> None:
+    def _latency(self, stamp: int) -> float | None:
+        """Seconds from the frame's stamp to now on the node's clock, or None when that means nothing."""
+        if stamp == 0:
+            return None
+        latency = (self.get_clock().now().nanoseconds - stamp) / 1e9
+        return latency if abs(latency) <= MAX_MEANINGFUL_LATENCY_S else None
+
+    def _on_error(self, msg, exc: BaseException) -> None:
         self.health.failed(f"{type(exc).__name__}: {exc}")
-        self.get_logger().error(f"frame {stamp_ns(msg.header.stamp)} failed: {exc}\n{traceback.format_exc()}",
-                                throttle_duration_sec=LOG_THROTTLE_S)
+        text = self._throttle("processing_error", f"frame {_seconds(msg.header.stamp)} failed: {exc}")
+        if text is not None:
+            self.get_logger().error(f"{text}\n{traceback.format_exc()}")
 
     # --- parameters and diagnostics ---------------------------------------------------------------
 
@@ -170,81 +298,31 @@ class EmerDiffNode(Node):
         try:
             config = self.config.replace(**changes_for(EmerDiffConfig, params))
             settings = self.settings.replace(**changes_for(StreamSettings, params))
-            segmenter = self.pipeline.segmenter
-            if config != self.config:  # model, device and dtype are read-only: the same model serves
+            pipeline = self.pipeline
+            segmenter = None if pipeline is None else pipeline.segmenter
+            if segmenter is not None and config != self.config:  # model, device, dtype are read-only
                 segmenter = Segmenter(segmenter.model, config)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.config, self.settings = config, settings
-        self.pipeline.configure(segmenter, settings)
+        if pipeline is not None:
+            pipeline.configure(segmenter, settings)
         self.gate.set_max_rate(settings.max_rate_hz)
-        for buffer in self.clouds.values():
-            buffer.horizon_ns = int(settings.cloud_buffer_seconds * 1e9)
+        self.sync.set_horizon(int(settings.cloud_buffer_seconds * 1e9))
         return SetParametersResult(successful=True)
 
-    def _publish_diagnostics(self) -> None:
+    def _on_timer(self) -> None:
+        for name in list(self._resubscribe):
+            self._resubscribe.discard(name)
+            if name in self._inputs:
+                self.destroy_subscription(self._inputs.pop(name))
+                self._subscribe(name)
         self.diagnostics_pub.publish(diagnostics_message(
-            self.health, self.get_clock().now().to_msg(), name="emerdiff: segmentation",
-            hardware_id=self.device, input_rate=self.input_rate.rate(), processed_rate=self.processed_rate.rate(),
-            dropped=self.gate.replaced, smoke_note=self.smoke_note,
+            self.health, self.get_clock().now().to_msg(), name=f"{NODE_NAME}: segmentation",
+            hardware_id=self.device, state=self.lifecycle_state, input_rate=self.input_rate.rate(),
+            processed_rate=self.processed_rate.rate(), dropped=self.gate.replaced, smoke_note=self.smoke_note,
         ))
 
 
-def _restamped(msg: PointCloud2, header: Header) -> PointCloud2:
-    return PointCloud2(header=header, height=msg.height, width=msg.width, fields=msg.fields,
-                       is_bigendian=msg.is_bigendian, point_step=msg.point_step, row_step=msg.row_step,
-                       data=msg.data, is_dense=msg.is_dense)
-
-
-class RosLogHandler(logging.Handler):
-    """Engine and runtime log records into the node's ROS log."""
-
-    def __init__(self, logger):
-        super().__init__()
-        self._logger = logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING \
-            else "info"
-        getattr(self._logger, level)(f"{record.name}: {record.getMessage()}")
-
-
-def main(args=None) -> int:
-    # Signals are handled here rather than by rclpy, so the frame in progress is finished and published
-    # before the context shuts down: nothing the node accepted is lost on Ctrl-C.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    package_log = logging.getLogger("emerdiff_ros")
-    package_log.addHandler(RosLogHandler(rclpy.logging.get_logger("emerdiff")))
-    package_log.setLevel(logging.INFO)
-    package_log.propagate = False
-    try:
-        node = EmerDiffNode()
-    except KeyboardInterrupt:  # Ctrl-C while the model loads
-        rclpy.try_shutdown()
-        return 0
-    except Exception as exc:  # a missing checkpoint or an invalid parameter: say why and stop
-        rclpy.logging.get_logger("emerdiff").fatal(str(exc))
-        rclpy.try_shutdown()
-        return 1
-    stopping = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: stopping.set())
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while not stopping.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        # Shutdown has begun: more Ctrl-Cs are ignored (the wait below is bounded), also while the
-        # interpreter exits, where a default handler would turn a second Ctrl-C into a kill.
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, signal.SIG_IGN)
-        node.destroy_node()  # finishes the frame in progress and the one waiting, up to the worker's timeout
-        counts = node.health.counts
-        node.get_logger().info(f"stopped: {counts['frames_received']} frames received, "
-                               f"{counts['frames_processed']} segmented, {node.gate.replaced} replaced by newer ones")
-        rclpy.try_shutdown(uninstall_handlers=False)  # rclpy installed none; keep ours
-    if node.worker.alive:
-        rclpy.logging.get_logger("emerdiff").error("the worker did not finish its frame in time; exiting")
-        os._exit(1)  # a thread left inside torch would abort the interpreter's exit
-    return 0
+def _seconds(stamp) -> str:
+    return f"{stamp_ns(stamp) / 1e9:.3f} s"

@@ -47,11 +47,16 @@ class Cloud:
     data: bytes
     is_bigendian: bool = False
 
-    def check(self) -> None:
+    def check(self, max_points: int | None = None) -> None:
         """Raise CloudError unless the layout fits the data (cheap: no copy)."""
+        if max_points is not None and self.size > max_points:
+            raise CloudError(f"{self.width}x{self.height} = {self.size} points, more than max_cloud_points "
+                             f"{max_points}")
         for f in self.fields:
             if f.datatype not in NUMPY_TYPES:
                 raise CloudError(f"field {f.name!r} has unknown datatype {f.datatype}")
+            if f.count < 1:  # a zero-size field would let any point_step, even 0, pass for any width
+                raise CloudError(f"field {f.name!r} has count {f.count}")
             if f.offset < 0 or f.offset + f.size > self.point_step:
                 raise CloudError(f"field {f.name!r} (offset {f.offset}) does not fit point_step {self.point_step}")
         if self.width and self.row_step < self.point_step * self.width:
@@ -71,6 +76,8 @@ class Cloud:
         for f in self.fields:
             if f.name == name:
                 dtype = np.dtype(NUMPY_TYPES[f.datatype]).newbyteorder(">" if self.is_bigendian else "<")
+                if self.size == 0:  # an empty scan (a radar with no detections): no buffer to view
+                    return np.empty(0, dtype=dtype)
                 view = np.ndarray((self.height, self.width), dtype=dtype, buffer=self.data, offset=f.offset,
                                   strides=(self.row_step, self.point_step))
                 return view.reshape(-1)
@@ -87,9 +94,10 @@ class Cloud:
         offset = -(-self.point_step // 2) * 2  # uint16 alignment
         step = -(-(offset + 2) // 4) * 4  # keep points 4-byte aligned
         packed = np.zeros((self.size, step), dtype=np.uint8)
-        raw = np.ndarray((self.height, self.width, self.point_step), dtype=np.uint8, buffer=self.data,
-                         strides=(self.row_step, self.point_step, 1))
-        packed[:, : self.point_step] = raw.reshape(self.size, self.point_step)
+        if self.size:
+            raw = np.ndarray((self.height, self.width, self.point_step), dtype=np.uint8, buffer=self.data,
+                             strides=(self.row_step, self.point_step, 1))
+            packed[:, : self.point_step] = raw.reshape(self.size, self.point_step)
         order = ">" if self.is_bigendian else "<"
         packed[:, offset : offset + 2] = labels.astype(order + "u2").view(np.uint8).reshape(-1, 2)
         return replace(self, fields=kept + (CloudField(LABEL_FIELD, offset, LABEL_DATATYPE),), point_step=step,

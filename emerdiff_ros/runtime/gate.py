@@ -64,6 +64,12 @@ class LatestFrameGate(Generic[T]):
                 self._cond.wait(timeout=min(waits) if waits else None)
 
     @property
+    def waiting(self) -> bool:
+        """Whether an item waits to be taken."""
+        with self._cond:
+            return self._pending is not None
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -72,6 +78,11 @@ class LatestFrameGate(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def reopen(self) -> None:
+        """Wait for items again (after close, for a new worker); the counts go on."""
+        with self._cond:
+            self._closed = False
 
 
 class FrameWorker(Generic[T]):

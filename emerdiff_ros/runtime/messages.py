@@ -7,9 +7,12 @@ class, so the node and the bag tool decode and encode through the same code.
 
 from __future__ import annotations
 
+import io
+import math
 import sys
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .clouds import Cloud, CloudError, CloudField
 from .projection import CameraModel
@@ -28,12 +31,26 @@ def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def check_image(msg) -> None:
-    """Raise MessageError unless the Image's layout describes its data (cheap)."""
+def is_compressed(msg) -> bool:
+    """A sensor_msgs/CompressedImage (format + data) rather than an Image (encoding + layout)."""
+    return not hasattr(msg, "encoding")
+
+
+def check_image(msg, max_pixels: int | None = None) -> None:
+    """Raise MessageError unless the Image's layout describes its data (cheap).
+
+    A CompressedImage is only checked for data here: its size is known once its header is parsed,
+    which frame_rgb does (in the worker, never in a callback).
+    """
+    if is_compressed(msg):
+        if len(msg.data) == 0:
+            raise MessageError("empty compressed image")
+        return
     if msg.encoding not in IMAGE_ENCODINGS:
         raise MessageError(f"unsupported encoding {msg.encoding!r} (use one of {', '.join(IMAGE_ENCODINGS)})")
     if msg.width == 0 or msg.height == 0:
         raise MessageError(f"empty image {msg.width}x{msg.height}")
+    _check_pixels(msg.width, msg.height, max_pixels)
     channels = IMAGE_ENCODINGS[msg.encoding][0]
     if msg.step < msg.width * channels:
         raise MessageError(f"step {msg.step} < width {msg.width} x {channels} channels")
@@ -41,9 +58,35 @@ def check_image(msg) -> None:
         raise MessageError(f"{len(msg.data)} bytes of data, step x height is {msg.step * msg.height}")
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise MessageError(f"{width}x{height} image is larger than max_image_pixels {max_pixels}")
+
+
+def frame_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
+    """H x W x 3 uint8 RGB of an Image or a CompressedImage (JPEG or PNG, as image_transport sends)."""
+    return compressed_to_rgb(msg, max_pixels) if is_compressed(msg) else image_to_rgb(msg, max_pixels)
+
+
+def compressed_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
+    unreadable = (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError)
+    try:
+        image = PILImage.open(io.BytesIO(bytes(msg.data)))
+    except unreadable as exc:
+        raise MessageError(f"undecodable compressed image (format {msg.format!r}): {exc}") from None
+    with image:
+        if image.format not in ("JPEG", "PNG"):
+            raise MessageError(f"compressed image is {image.format}, not JPEG or PNG")
+        _check_pixels(image.width, image.height, max_pixels)  # from the header: no decompression bombs
+        try:
+            return np.asarray(image.convert("RGB"))
+        except unreadable as exc:  # e.g. truncated data
+            raise MessageError(f"undecodable compressed image (format {msg.format!r}): {exc}") from None
+
+
+def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     """H x W x 3 uint8 RGB."""
-    check_image(msg)
+    check_image(msg, max_pixels)
     channels, order = IMAGE_ENCODINGS[msg.encoding]
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
     pixels = rows[:, : msg.width * channels].reshape(msg.height, msg.width, channels)
@@ -63,7 +106,7 @@ def image_layout(pixels: np.ndarray) -> dict:
                 data=np.ascontiguousarray(pixels).tobytes())
 
 
-def cloud_from_msg(msg) -> Cloud:
+def cloud_from_msg(msg, max_points: int | None = None) -> Cloud:
     """The cloud of a PointCloud2, its layout checked (no copy of the points)."""
     cloud = Cloud(
         fields=tuple(CloudField(f.name, f.offset, f.datatype, f.count) for f in msg.fields),
@@ -71,7 +114,7 @@ def cloud_from_msg(msg) -> Cloud:
         data=memoryview(msg.data).cast("B"), is_bigendian=bool(msg.is_bigendian),
     )
     try:
-        cloud.check()
+        cloud.check(max_points)
     except CloudError as exc:
         raise MessageError(str(exc)) from None
     return cloud
@@ -85,8 +128,14 @@ def cloud_layout(cloud: Cloud, is_dense: bool = False) -> dict:
 
 
 def camera_from_info(msg) -> CameraModel:
-    k = msg.k if hasattr(msg, "k") else msg.K  # ROS 1 spells it K
+    k = [float(v) for v in (msg.k if hasattr(msg, "k") else msg.K)]  # ROS 1 spells it K
     fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    if not all(math.isfinite(v) for v in k):
+        raise MessageError(f"camera_info k has non-finite values (k={_numbers(k)})")
     if not (fx > 0 and fy > 0) or msg.width == 0 or msg.height == 0:
-        raise MessageError(f"camera_info without intrinsics (k={list(k)}, {msg.width}x{msg.height})")
-    return CameraModel(float(fx), float(fy), float(cx), float(cy), int(msg.width), int(msg.height))
+        raise MessageError(f"camera_info without intrinsics (k={_numbers(k)}, {msg.width}x{msg.height})")
+    return CameraModel(fx, fy, cx, cy, int(msg.width), int(msg.height))
+
+
+def _numbers(values) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"

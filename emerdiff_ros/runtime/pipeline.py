@@ -1,4 +1,4 @@
-"""One camera frame to every output: labels, overlay and labelled clouds (node and bag tool alike)."""
+"""Camera frames to stable labels (node and bag tool alike): segment, then track the label values."""
 
 from __future__ import annotations
 
@@ -9,30 +9,18 @@ import numpy as np
 
 from ..engine import Segmentation, Segmenter
 from ..engine.imaging import label_dtype
-from .clouds import Cloud
-from .palette import overlay
-from .projection import CameraModel, point_labels, sensor_to_optical
 from .settings import StreamSettings
 from .tracker import LabelTracker
-
-SENSORS = ("lidar", "radar")
 
 
 @dataclass
 class SegmentedFrame:
     labels: np.ndarray  # stable label values when tracking, else the frame's cluster ids
-    overlay: np.ndarray  # RGB
     segmentation: Segmentation
 
 
-@dataclass
-class LabeledClouds:
-    clouds: dict[str, Cloud]  # sensor -> its cloud with a `label` field
-    nan_points: dict[str, int]  # sensor -> points with a NaN coordinate (labelled NO_LABEL)
-
-
 class FramePipeline:
-    """Segments frames and labels their clouds; safe to reconfigure from another thread."""
+    """Segments frames and keeps their label values stable; safe to reconfigure from another thread."""
 
     def __init__(self, segmenter: Segmenter, settings: StreamSettings):
         self._lock = threading.Lock()
@@ -56,21 +44,4 @@ class FramePipeline:
             ids = self.tracker.assign(result.masks.centers)
             size = max(self.tracker.size, result.masks.num_masks)
             labels = LabelTracker.relabel(labels, ids, label_dtype(size))
-        return SegmentedFrame(labels, overlay(rgb, labels, settings.overlay_alpha), result)
-
-    def label_clouds(self, labels: np.ndarray, clouds: dict[str, Cloud], camera: CameraModel) -> LabeledClouds:
-        with self._lock:
-            settings = self.settings
-        return label_clouds(labels, clouds, camera, settings)
-
-
-def label_clouds(labels: np.ndarray, clouds: dict[str, Cloud], camera: CameraModel,
-                 settings: StreamSettings) -> LabeledClouds:
-    """Each cloud with the label of the pixel each of its points projects into."""
-    out = LabeledClouds({}, {})
-    for name, cloud in clouds.items():
-        to_optical = sensor_to_optical(settings.camera_pose, getattr(settings, f"{name}_pose"))
-        xyz = cloud.xyz()
-        out.nan_points[name] = int(np.isnan(xyz).any(axis=1).sum())
-        out.clouds[name] = cloud.with_labels(point_labels(xyz, to_optical, camera, labels))
-    return out
+        return SegmentedFrame(labels, result)

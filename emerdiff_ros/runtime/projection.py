@@ -57,17 +57,24 @@ class CameraModel:
         return CameraModel(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
 
 
-def point_labels(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel, labels: np.ndarray) -> np.ndarray:
-    """uint16 label of each (N, 3) point from the label image it projects into; NO_LABEL where none."""
-    if labels.shape != (camera.height, camera.width):
-        camera = camera.resized(labels.shape[1], labels.shape[0])
+def project(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) int64 pixel (u, v) of each (N, 3) point and (N,) whether it lands in the image in front of it."""
     optical = points @ to_optical[:3, :3].T + to_optical[:3, 3]
     x, y, z = optical.T
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         u = np.floor(camera.fx * x / z + camera.cx)
         v = np.floor(camera.fy * y / z + camera.cy)
         inside = (z > MIN_DEPTH) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
     inside &= np.isfinite(optical).all(axis=1)
+    pixels = np.zeros((len(points), 2), dtype=np.int64)
+    pixels[inside] = np.stack([u[inside], v[inside]], axis=1).astype(np.int64)
+    return pixels, inside
+
+
+def point_labels(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel, labels: np.ndarray) -> np.ndarray:
+    """uint16 label of each (N, 3) point from the label image it projects into; NO_LABEL where none."""
+    camera = camera.resized(labels.shape[1], labels.shape[0])
+    pixels, inside = project(points, to_optical, camera)
     out = np.full(len(points), NO_LABEL, dtype=np.uint16)
-    out[inside] = labels[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    out[inside] = labels[pixels[inside, 1], pixels[inside, 0]]
     return out

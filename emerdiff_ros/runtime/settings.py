@@ -27,11 +27,24 @@ class StreamSettings:
     track_smoothing: float = param(0.5, "how fast a tracked cluster centre follows its cluster (1 = at once)",
                                    low=0.01, high=1.0)
     overlay_alpha: float = param(0.5, "weight of the label colours in the overlay", low=0.0, high=1.0)
-    qos_reliability: str = param("best_effort", "input subscriptions' reliability (best_effort matches any publisher)",
-                                 choices=("best_effort", "reliable"), read_only=True)
+    max_image_pixels: int = param(4096 * 4096, "largest camera frame accepted (width x height); larger ones are "
+                                  "skipped and counted", low=1, high=2**31 - 1)
+    max_cloud_points: int = param(2_000_000, "largest LiDAR/radar cloud accepted (points); larger ones are skipped "
+                                  "and counted", low=1, high=2**31 - 1)
+    image_transport: str = param("raw", "camera input: raw (sensor_msgs/Image on `image`) or compressed "
+                                 "(sensor_msgs/CompressedImage, JPEG or PNG, on `image`/compressed)",
+                                 choices=("raw", "compressed"), read_only=True)
+    qos_reliability: str = param("best_available", "input subscriptions' reliability: best_available follows each "
+                                 "publisher (reliable from a reliable one), best_effort, or reliable",
+                                 choices=("best_available", "best_effort", "reliable"), read_only=True)
     qos_depth: int = param(5, "input subscriptions' queue depth", low=1, high=1000, read_only=True)
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
                                       read_only=True)
+    autostart: bool = param(True, "configure (load the model) and activate at start-up; false leaves the "
+                            "lifecycle node unconfigured until told", read_only=True)
+    shutdown_timeout: float = param(30.0, "seconds Ctrl-C or deactivate waits for the accepted frames to be "
+                                    "segmented and published; the launch file's SIGTERM waits longer",
+                                    low=1.0, high=3600.0)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -23,6 +23,11 @@ class StampBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._stamps)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._stamps.clear()
+            self._items.clear()
+
     def add(self, stamp_ns: int, item: T) -> None:
         with self._lock:
             at = bisect.bisect_right(self._stamps, stamp_ns)

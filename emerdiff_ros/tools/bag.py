@@ -13,7 +13,6 @@ rename it at the end. The input is never written to.
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import logging
 import os
@@ -29,18 +28,15 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from ..engine import Segmenter
-from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, cloud_layout, image_layout, \
-    image_to_rgb, stamp_ns
-from ..runtime.palette import overlay
-from ..runtime.pipeline import SENSORS, FramePipeline, label_clouds
+from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
+from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, frame_outputs, output_topic
+from ..runtime.pipeline import FramePipeline
 from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
 
 log = logging.getLogger(__name__)
-OUTPUT_NAMESPACE = "/emerdiff"  # the live node's topics, with its default name and no namespace
-OUTPUTS = {"labels": "sensor_msgs/msg/Image", "overlay": "sensor_msgs/msg/Image",
-           **{f"{s}/{kind}": "sensor_msgs/msg/PointCloud2" for s in SENSORS for kind in ("points", "labeled")}}
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
@@ -135,11 +131,11 @@ def segment_bag(segmenter: Segmenter, settings: StreamSettings, src: Path, dst: 
 
 def _check_topics(reader: AnyReader, topics: BagTopics) -> None:
     by_topic = {c.topic: c.msgtype for c in reader.connections}
-    images = sorted(t for t, kind in by_topic.items() if kind == "sensor_msgs/msg/Image")
-    if by_topic.get(topics.image) != "sensor_msgs/msg/Image":
-        raise BagError(f"no sensor_msgs/Image topic {topics.image!r} in the bag; its image topics: "
-                       f"{', '.join(images) or 'none'} (use --image-topic)")
-    taken = sorted(t for t in by_topic if t.startswith(OUTPUT_NAMESPACE + "/"))
+    images = sorted(t for t, kind in by_topic.items() if kind in IMAGE_TYPES)
+    if by_topic.get(topics.image) not in IMAGE_TYPES:
+        raise BagError(f"no sensor_msgs/Image or CompressedImage topic {topics.image!r} in the bag; its image "
+                       f"topics: {', '.join(images) or 'none'} (use --image-topic)")
+    taken = sorted(t for t in by_topic if t in {output_topic(name) for name in OUTPUTS})
     if taken:
         raise BagError(f"the bag already has {', '.join(taken)}: it looks segmented already")
 
@@ -213,7 +209,7 @@ def _segment(reader, topics, pipeline: FramePipeline, method: str, index: _Index
         if ordinal % every or _frame_file(work, ordinal).exists():
             continue
         try:
-            rgb = image_to_rgb(reader.deserialize(raw, conn.msgtype))
+            rgb = frame_rgb(reader.deserialize(raw, conn.msgtype))
         except MessageError as exc:
             log.warning("skipping frame %d: %s", ordinal, exc)
             result = {"bad": str(exc)}
@@ -230,25 +226,55 @@ def _segment(reader, topics, pipeline: FramePipeline, method: str, index: _Index
     bar.close()
 
 
+@dataclass
+class _Pending:
+    """A selected frame whose outputs wait for the last of its inputs (its image and matched clouds)."""
+
+    sensors: set[str]  # matched sensors not read yet
+    header: object = None  # the camera frame's header, once its image is read
+    rgb: np.ndarray | None = None
+    clouds: dict[str, SensorCloud] = field(default_factory=dict)
+
+
 def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress):
+    """Copy every message and add each frame's outputs (as the node makes them) after its last input."""
     store = get_typestore(Stores.ROS2_KILTED)
     writer = Writer(out, version=9, storage_plugin=storage)
     writer.open()
     try:
         connmap, convmap = create_connections_converters(reader.connections, None, reader, writer)
-        outputs = {name: writer.add_connection(f"{OUTPUT_NAMESPACE}/{name}", msgtype, typestore=store)
+        outputs = {name: writer.add_connection(output_topic(name), msgtype, typestore=store)
                    for name, msgtype in OUTPUTS.items()}
         image_ids = {c.id for c in _connections(reader, topics.image)}
         sensor_of = {c.id: name for name in SENSORS for c in _connections(reader, getattr(topics, name))}
         ordinals = {"image": 0, **dict.fromkeys(SENSORS, 0)}
+        matched_sensors: dict[int, set[str]] = {}
+        for (sensor, _), frames in index.matches.items():
+            for i in frames:
+                matched_sensors.setdefault(i, set()).add(sensor)
+        pending: dict[int, _Pending] = {}
+        bad_frames: set[int] = set()
 
-        @functools.lru_cache(maxsize=4)  # a frame's labels serve its image and the clouds around it
-        def labels_of(i: int):
+        def frame(i: int) -> _Pending:
+            return pending.setdefault(i, _Pending(set(matched_sensors.get(i, ()))))
+
+        def emit_when_complete(i: int, timestamp: int) -> None:
+            waiting = pending[i]
+            if waiting.header is None or waiting.sensors:
+                return
+            del pending[i]
             with np.load(_frame_file(work, i)) as data:
-                return data["labels"] if "labels" in data else None
-
-        def emit(name: str, msgtype: str, msg, timestamp: int) -> None:
-            writer.write(outputs[name], timestamp, store.serialize_cdr(msg, msgtype))
+                labels = data["labels"]
+            stamp = stamp_ns(waiting.header.stamp)
+            made, report = frame_outputs(waiting.rgb, labels, waiting.clouds, _camera_for(index, stamp), settings)
+            for output in made:
+                header = _header(store, stamp, output.frame_id or waiting.header.frame_id)
+                msgtype = OUTPUTS[output.name]
+                writer.write(outputs[output.name], timestamp,
+                             store.serialize_cdr(_message(store, msgtype, output.layout, header), msgtype))
+            summary.labeled_clouds += sum(output.name.endswith("/labeled") for output in made)
+            for sensor, reason in report.failed.items():
+                log.warning("no labelled %s cloud for frame %d: %s", sensor, i, reason)
 
         for conn, timestamp, raw in tqdm(reader.messages(), total=reader.message_count, desc="write",
                                          unit="msg", disable=not progress, mininterval=1.0):
@@ -259,15 +285,17 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
                 ordinals["image"] += 1
                 if i % every:
                     continue
-                labels = labels_of(i)
-                if labels is None:
+                with np.load(_frame_file(work, i)) as data:
+                    bad = "labels" not in data
+                if bad:
                     summary.bad_images += 1
+                    bad_frames.add(i)
+                    pending.pop(i, None)
                     continue
                 msg = reader.deserialize(raw, conn.msgtype)
-                header = _header(store, stamp_ns(msg.header.stamp), msg.header.frame_id)
-                emit("labels", OUTPUTS["labels"], _image(store, labels, header), timestamp)
-                emit("overlay", OUTPUTS["overlay"],
-                     _image(store, overlay(image_to_rgb(msg), labels, settings.overlay_alpha), header), timestamp)
+                waiting = frame(i)
+                waiting.header, waiting.rgb = msg.header, frame_rgb(msg)
+                emit_when_complete(i, timestamp)
             elif conn.id in sensor_of:
                 name = sensor_of[conn.id]
                 j = ordinals[name]
@@ -276,20 +304,14 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
                 if not frames:
                     continue
                 msg = reader.deserialize(raw, conn.msgtype)
-                cloud = cloud_from_msg(msg)
+                cloud = SensorCloud(cloud_from_msg(msg), msg.header.frame_id, bool(msg.is_dense))
                 for i in frames:
-                    labels = labels_of(i)
-                    if labels is None:
+                    if i in bad_frames:
                         continue
-                    # As the node: the points stay in their sensor frame and take the frame's stamp.
-                    header = _header(store, index.image_stamps[i], msg.header.frame_id)
-                    emit(f"{name}/points", OUTPUTS[f"{name}/points"],
-                         _cloud(store, cloud, header, bool(msg.is_dense)), timestamp)
-                    camera = _camera_for(index, index.image_stamps[i])
-                    if camera is not None:
-                        labeled = label_clouds(labels, {name: cloud}, camera, settings).clouds[name]
-                        emit(f"{name}/labeled", OUTPUTS[f"{name}/labeled"], _cloud(store, labeled, header), timestamp)
-                        summary.labeled_clouds += 1
+                    waiting = frame(i)
+                    waiting.clouds[name] = cloud
+                    waiting.sensors.discard(name)
+                    emit_when_complete(i, timestamp)
     finally:
         writer.close()
 
@@ -308,15 +330,11 @@ def _header(store, stamp: int, frame_id: str):
                                         frame_id=frame_id)
 
 
-def _image(store, pixels: np.ndarray, header):
-    layout = image_layout(pixels)
-    layout["data"] = np.frombuffer(layout["data"], dtype=np.uint8)
-    return store.types["sensor_msgs/msg/Image"](header=header, **layout)
-
-
-def _cloud(store, cloud, header, is_dense: bool = False):
-    layout = cloud_layout(cloud, is_dense)
-    field_type = store.types["sensor_msgs/msg/PointField"]
-    layout["fields"] = [field_type(name=n, offset=o, datatype=d, count=c) for n, o, d, c in layout["fields"]]
-    layout["data"] = np.frombuffer(layout["data"], dtype=np.uint8)
-    return store.types["sensor_msgs/msg/PointCloud2"](header=header, **layout)
+def _message(store, msgtype: str, layout: dict, header):
+    """A rosbags message of a runtime layout (an Image or a PointCloud2)."""
+    types = store.types
+    layout = {**layout, "data": np.frombuffer(layout["data"], dtype=np.uint8)}
+    if "fields" in layout:
+        layout["fields"] = [types["sensor_msgs/msg/PointField"](name=n, offset=o, datatype=d, count=c)
+                            for n, o, d, c in layout["fields"]]
+    return types[msgtype](header=header, **layout)

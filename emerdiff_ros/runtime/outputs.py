@@ -1,0 +1,121 @@
+"""One segmented camera frame to every output, and the name of every output topic.
+
+The node and `emerdiff bag` both turn a frame into outputs here, so a live recording and a
+segmented bag hold the same messages. Outputs are plain layouts (see runtime.messages); each side
+wraps them in its own message classes. Only the outputs asked for are computed (the node asks for
+those with subscribers), and one sensor's trouble never costs another sensor or the frame its
+outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Collection
+
+import numpy as np
+
+from .clouds import NO_LABEL, Cloud
+from .messages import cloud_layout, image_layout
+from .palette import overlay, palette
+from .projection import CameraModel, point_labels, project, sensor_to_optical
+from .settings import StreamSettings
+
+NODE_NAME = "emerdiff"
+SENSORS = ("lidar", "radar")
+IMAGE = "sensor_msgs/msg/Image"
+CLOUD = "sensor_msgs/msg/PointCloud2"
+LABELS, OVERLAY, PROJECTION = "labels", "overlay", "projection"
+# Output name (the topic under the node's name) -> message type.
+OUTPUTS: dict[str, str] = {
+    LABELS: IMAGE,  # mono8/mono16 label values, the camera frame's header
+    OVERLAY: IMAGE,  # rgb8: the frame blended with the label colours
+    PROJECTION: IMAGE,  # rgb8: the clouds' points in their label colours over the frame (checks extrinsics)
+    **{f"{sensor}/{kind}": CLOUD for sensor in SENSORS for kind in ("points", "labeled")},
+}
+POINT_RADIUS = {"lidar": 1, "radar": 3}  # pixels; radar detections are few and matter
+
+
+def output_topic(name: str, namespace: str = "") -> str:
+    """The absolute topic of an output of the node (default name) in a namespace."""
+    prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return f"{prefix}/{NODE_NAME}/{name}"
+
+
+@dataclass(frozen=True)
+class SensorCloud:
+    """A matched cloud and what its message said about itself."""
+
+    cloud: Cloud
+    frame_id: str
+    is_dense: bool = False
+
+
+@dataclass
+class Output:
+    name: str  # a key of OUTPUTS
+    layout: dict  # image_layout or cloud_layout fields
+    frame_id: str | None = None  # None: the camera frame's; clouds keep their sensor's frame
+
+
+@dataclass
+class OutputReport:
+    nan_points: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # sensor -> why its outputs are missing
+    without_camera: list[str] = field(default_factory=list)  # sensors not labelled: no camera_info yet
+
+
+def frame_outputs(rgb: np.ndarray | None, labels: np.ndarray, clouds: dict[str, SensorCloud],
+                  camera: CameraModel | None, settings: StreamSettings,
+                  wanted: Collection[str] = tuple(OUTPUTS)) -> tuple[list[Output], OutputReport]:
+    """The wanted outputs of one frame: its labels, its overlay and projection (these need rgb), and for
+    each matched cloud the cloud itself and the cloud with a `label` field."""
+    outputs, report = [], OutputReport()
+    if LABELS in wanted:
+        outputs.append(Output(LABELS, image_layout(labels)))
+    if OVERLAY in wanted and rgb is not None:
+        outputs.append(Output(OVERLAY, image_layout(overlay(rgb, labels, settings.overlay_alpha))))
+    projected = {}
+    for sensor, matched in clouds.items():
+        if f"{sensor}/points" in wanted:
+            outputs.append(Output(f"{sensor}/points", cloud_layout(matched.cloud, matched.is_dense), matched.frame_id))
+        if f"{sensor}/labeled" not in wanted and PROJECTION not in wanted:
+            continue
+        if camera is None:
+            report.without_camera.append(sensor)
+            continue
+        try:
+            xyz = matched.cloud.xyz()
+            to_optical = sensor_to_optical(settings.camera_pose, getattr(settings, f"{sensor}_pose"))
+            point_ids = point_labels(xyz, to_optical, camera, labels)
+            if f"{sensor}/labeled" in wanted:
+                labeled = matched.cloud.with_labels(point_ids)
+                outputs.append(Output(f"{sensor}/labeled", cloud_layout(labeled), matched.frame_id))
+        except Exception as exc:  # one sensor's bad cloud must not cost the frame its other outputs
+            report.failed[sensor] = f"{type(exc).__name__}: {exc}"
+            continue
+        report.nan_points[sensor] = int(np.isnan(xyz).any(axis=1).sum())
+        projected[sensor] = (xyz, to_optical, point_ids)
+    if PROJECTION in wanted and rgb is not None and camera is not None:
+        outputs.append(Output(PROJECTION, image_layout(projection_image(rgb, labels, camera, projected))))
+    return outputs, report
+
+
+def projection_image(rgb: np.ndarray, labels: np.ndarray, camera: CameraModel,
+                     projected: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The frame, dimmed, with each labelled point drawn in its label's colour where it projects.
+
+    A wrong camera or sensor pose shows at once: points of the road land on cars, of cars on the sky.
+    """
+    height, width = labels.shape
+    camera = camera.resized(width, height)
+    image = (rgb.astype(np.uint16) * 2 // 5).astype(np.uint8)
+    colours = palette(65536 if labels.dtype.itemsize > 1 else 256)
+    for sensor, (xyz, to_optical, point_ids) in projected.items():
+        pixels, inside = project(xyz, to_optical, camera)
+        inside &= point_ids != NO_LABEL
+        u, v, ids = pixels[inside, 0], pixels[inside, 1], point_ids[inside]
+        radius = POINT_RADIUS.get(sensor, 1)
+        for du in range(-radius, radius + 1):
+            for dv in range(-radius, radius + 1):
+                image[np.clip(v + dv, 0, height - 1), np.clip(u + du, 0, width - 1)] = colours[ids]
+    return image

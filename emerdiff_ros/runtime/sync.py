@@ -1,0 +1,112 @@
+"""LiDAR and radar clouds kept by stamp for matching to camera frames, on a timeline that may jump.
+
+Real drives break naive stamp buffers: a bag loops, /clock jumps back, the simulator restarts at 0,
+or one sensor sends a stamp far in the future. All streams share one timeline: a stamp older than
+the newest one by more than the horizon means time went back, and every buffer starts afresh; a
+cloud stamped more than the horizon ahead of the newest camera frame is rejected, so it can never
+evict the present. The frame being segmented holds on to its clouds, those buffered when the worker
+took it and those of its tick that arrive while it is segmented, however long that takes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from enum import Enum
+from typing import Generic, Iterable, TypeVar
+
+from .stamps import StampBuffer
+
+T = TypeVar("T")
+# The buffers hold horizon x this many clouds per sensor: above any LiDAR or radar rate in use, and what
+# bounds memory (horizon x rate x cloud size).
+MAX_SENSOR_RATE_HZ = 100
+
+
+class Arrival(Enum):
+    KEPT = "kept"
+    TIME_JUMP = "time_jump"  # kept, after every buffer was emptied: time went back
+    FUTURE = "future"  # rejected: far ahead of the camera
+    UNSTAMPED = "unstamped"  # rejected: stamp 0 cannot be matched
+
+
+def buffer_capacity(horizon_ns: int) -> int:
+    return max(1, math.ceil(horizon_ns / 1e9 * MAX_SENSOR_RATE_HZ))
+
+
+class CloudSync(Generic[T]):
+    """Per-sensor stamp buffers on one shared timeline (thread-safe)."""
+
+    def __init__(self, sensors: Iterable[str], horizon_ns: int):
+        self._lock = threading.Lock()
+        self._buffers: dict[str, StampBuffer[T]] = {name: StampBuffer(1, horizon_ns) for name in sensors}
+        self._newest: int | None = None  # newest stamp kept, any stream
+        self._camera: int | None = None  # newest camera stamp since time last went back
+        self._held: _Held | None = None  # the clouds of the frame in progress
+        self.set_horizon(horizon_ns)
+
+    def set_horizon(self, horizon_ns: int) -> None:
+        with self._lock:
+            self._horizon = horizon_ns
+            for buffer in self._buffers.values():
+                buffer.capacity, buffer.horizon_ns = buffer_capacity(horizon_ns), horizon_ns
+
+    def frame(self, stamp_ns: int) -> Arrival:
+        """Note a camera frame's stamp (the reference for rejecting clouds from the future)."""
+        if stamp_ns == 0:
+            return Arrival.UNSTAMPED
+        with self._lock:
+            jumped = self._observe(stamp_ns)
+            self._camera = stamp_ns if self._camera is None else max(self._camera, stamp_ns)
+        return Arrival.TIME_JUMP if jumped else Arrival.KEPT
+
+    def add(self, sensor: str, stamp_ns: int, item: T) -> Arrival:
+        if stamp_ns == 0:
+            return Arrival.UNSTAMPED
+        with self._lock:
+            if self._camera is not None and stamp_ns > self._camera + self._horizon:
+                return Arrival.FUTURE
+            jumped = self._observe(stamp_ns)
+            self._buffers[sensor].add(stamp_ns, item)
+            if self._held is not None:
+                self._held.offer(sensor, stamp_ns, item)
+        return Arrival.TIME_JUMP if jumped else Arrival.KEPT
+
+    def hold(self, stamp_ns: int, slop_ns: int) -> None:
+        """Start holding the clouds nearest a frame's stamp (within slop): it is being segmented."""
+        with self._lock:
+            self._held = _Held(stamp_ns, slop_ns)
+            for sensor, buffer in self._buffers.items():
+                nearest = buffer.nearest(stamp_ns, slop_ns)
+                if nearest is not None:
+                    self._held.offer(sensor, *nearest)
+
+    def release(self) -> dict[str, T]:
+        """The held frame's cloud for each sensor that has one; holding stops."""
+        with self._lock:
+            held, self._held = self._held, None
+        return {} if held is None else {sensor: item for sensor, (_, item) in held.found.items()}
+
+    def __len__(self) -> int:
+        return sum(len(buffer) for buffer in self._buffers.values())
+
+    def _observe(self, stamp_ns: int) -> bool:
+        """Move the timeline to stamp_ns; True (and every buffer emptied) when that is a jump back."""
+        if self._newest is not None and stamp_ns < self._newest - self._horizon:
+            for buffer in self._buffers.values():
+                buffer.clear()
+            self._newest, self._camera = stamp_ns, None
+            return True
+        self._newest = stamp_ns if self._newest is None else max(self._newest, stamp_ns)
+        return False
+
+
+class _Held(Generic[T]):
+    def __init__(self, stamp_ns: int, slop_ns: int):
+        self.stamp, self.slop = stamp_ns, slop_ns
+        self.found: dict[str, tuple[int, T]] = {}
+
+    def offer(self, sensor: str, stamp_ns: int, item: T) -> None:
+        gap = abs(stamp_ns - self.stamp)
+        if gap <= self.slop and (sensor not in self.found or gap < abs(self.found[sensor][0] - self.stamp)):
+            self.found[sensor] = (stamp_ns, item)
