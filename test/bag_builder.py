@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
@@ -15,6 +17,7 @@ TOPICS = {"image": "/carla/ego_vehicle/rgb_front/image", "info": "/carla/ego_veh
           "lidar": "/carla/ego_vehicle/lidar", "radar": "/carla/ego_vehicle/radar_front", "note": "/driver_note"}
 TYPES = {"image": "sensor_msgs/msg/Image", "info": "sensor_msgs/msg/CameraInfo",
          "lidar": "sensor_msgs/msg/PointCloud2", "radar": "sensor_msgs/msg/PointCloud2", "note": "std_msgs/msg/String"}
+COMPRESSED_TOPIC = TOPICS["image"] + "/compressed"
 PIXELS = [(u, v) for u in range(10, WIDTH, 130) for v in range(20, HEIGHT, 110)]
 LIDAR_POINTS = points_at_pixels(PIXELS, 12.0, (-2.0, 0.0, 0.4))
 RADAR_POINTS = points_at_pixels(PIXELS[::2], 30.0, (0.0, 0.0, 0.0))
@@ -51,11 +54,16 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool) -> dict:
             point_step=source.point_step, row_step=source.row_step,
             data=np.frombuffer(bytes(source.data), np.uint8), is_dense=True)
     note = t["std_msgs/msg/String"](data=f"frame {i}")
-    return {"image": image, "info": info, **clouds, "note": note}
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, format="PNG")
+    compressed = t["sensor_msgs/msg/CompressedImage"](header=header("ego_vehicle/rgb_front"), format="rgb8; png compressed",
+                                                      data=np.frombuffer(png.getvalue(), np.uint8))
+    return {"image": image, "compressed": compressed, "info": info, **clouds, "note": note}
 
 
-def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap") -> Path:
-    """A bag of `frames` CARLA ticks; kind is mcap, sqlite3 or ros1 (path.bag)."""
+def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", compressed: bool = False) -> Path:
+    """A bag of `frames` CARLA ticks; kind is mcap, sqlite3 or ros1 (path.bag); compressed: the camera as
+    image_transport's PNG stream on TOPICS["image"]/compressed instead of raw."""
     ros1 = kind == "ros1"
     store = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_KILTED)
     if ros1:
@@ -63,13 +71,17 @@ def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap") 
     else:
         writer = Writer2(path, version=9, storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
     writer.open()
-    connections = {key: writer.add_connection(TOPICS[key], TYPES[key], typestore=store) for key in TOPICS}
+    topics, types = dict(TOPICS), dict(TYPES)
+    if compressed:
+        topics["compressed"], types["compressed"] = COMPRESSED_TOPIC, "sensor_msgs/msg/CompressedImage"
+        del topics["image"]
+    connections = {key: writer.add_connection(topics[key], types[key], typestore=store) for key in topics}
     for i in range(frames):
         messages = _messages(store, np.roll(rgb, 8 * i, axis=1), i, ros1)
         # the bridge publishes a tick's sensors in no fixed order: clouds here come after the image
-        for j, key in enumerate(("info", "image", "lidar", "radar", "note")):
-            data = store.serialize_ros1(messages[key], TYPES[key]) if ros1 else \
-                store.serialize_cdr(messages[key], TYPES[key])
+        for j, key in enumerate(("info", "compressed" if compressed else "image", "lidar", "radar", "note")):
+            data = store.serialize_ros1(messages[key], types[key]) if ros1 else \
+                store.serialize_cdr(messages[key], types[key])
             writer.write(connections[key], frame_stamp(i) + 1_000_000 * (j + 1), data)
     writer.close()
     return path

@@ -12,16 +12,17 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (type support loaded like the node's)
 from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
-from bag_builder import PIXELS, TOPICS, frame_stamp, write_bag
+from bag_builder import COMPRESSED_TOPIC, PIXELS, TOPICS, frame_stamp, write_bag
 from emerdiff_ros.cli import main
 from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.tools.bag import work_dir
 
-RCLPY_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+RCLPY_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage,
+               "sensor_msgs/msg/CameraInfo": CameraInfo,
                "sensor_msgs/msg/PointCloud2": PointCloud2, "std_msgs/msg/String": String}
 FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
         "--feature-draws", "4", "--kmeans-restarts", "1"]
@@ -52,7 +53,8 @@ def test_a_segmented_bag_holds_every_input_and_the_nodes_outputs(tmp_path, carla
     for topic in TOPICS.values():
         assert len(messages[topic]) == 3, topic  # every input message, once
     stamps = [frame_stamp(i) for i in range(3)]
-    for topic, encoding in (("/emerdiff/labels", "mono8"), ("/emerdiff/overlay", "rgb8")):
+    for topic, encoding in (("/emerdiff/labels", "mono8"), ("/emerdiff/overlay", "rgb8"),
+                            ("/emerdiff/projection", "rgb8")):
         assert [stamp_ns(m.header.stamp) for m in messages[topic]] == stamps
         assert all(m.encoding == encoding and (m.width, m.height) == (800, 600) for m in messages[topic])
         assert all(m.header.frame_id == "ego_vehicle/rgb_front" for m in messages[topic])
@@ -69,6 +71,18 @@ def test_a_segmented_bag_holds_every_input_and_the_nodes_outputs(tmp_path, carla
     np.testing.assert_array_equal(lidar, [labels[v, u] for u, v in PIXELS])
     assert NO_LABEL not in lidar
     assert not work_dir(out).exists()
+
+
+def test_a_compressed_camera_stream_is_segmented_like_the_raw_one(tmp_path, carla_frame):
+    raw = write_bag(tmp_path / "raw", carla_frame, frames=2)
+    png = write_bag(tmp_path / "png", carla_frame, frames=2, compressed=True)
+    assert main(["bag", str(raw), str(tmp_path / "raw_out"), *FAST]) == 0
+    assert main(["bag", str(png), str(tmp_path / "png_out"), "--image-topic", COMPRESSED_TOPIC, *FAST]) == 0
+    expected, got = read_back(tmp_path / "raw_out"), read_back(tmp_path / "png_out")
+    assert len(got[COMPRESSED_TOPIC]) == 2  # the input, copied
+    for topic in ("/emerdiff/labels", "/emerdiff/overlay", "/emerdiff/lidar/labeled", "/emerdiff/radar/labeled"):
+        assert [m.header for m in got[topic]] == [m.header for m in expected[topic]], topic
+        assert [bytes(m.data) for m in got[topic]] == [bytes(m.data) for m in expected[topic]], topic
 
 
 def test_every_nth_frame_and_inputs_never_overwritten(tmp_path, carla_frame, capsys):
