@@ -16,7 +16,7 @@ setup(
     description="Label-free semantic segmentation (EmerDiff) for ROS 2 driving stacks",
     license="Apache-2.0",
     packages=find_packages(include=[PACKAGE, PACKAGE + ".*"]),
-    package_data={PACKAGE: ["data/samples/*"]},
+    package_data={PACKAGE: ["data/samples/*", "scoring/classmaps/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),

@@ -8,12 +8,19 @@ import logging
 import sys
 from pathlib import Path
 
+from rosbags.highlevel import AnyReaderError
+
 from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fields
 from .engine.config import param_specs
 from .runtime.settings import StreamSettings
-from .tools.bag import STORAGES, BagTopics
-from .tools.groundtruth import FORMATS as GT_FORMATS
+from .scoring import DEFAULT_CARLA_VERSION, ClassMap, ScoringError, format_names, ground_truth_format
+from .tools.bag import STORAGES, BagError, BagTopics
+from .tools.evaluate import GT_TOPIC, LABELS_TOPIC
 from .tools.sweep import STUDY
+
+
+class CommandError(Exception):
+    """A user error found while running a command; printed as one line, exit status 2."""
 
 
 def add_config_flags(parser: argparse.ArgumentParser, preset: str = "paper", exclude: tuple[str, ...] = ()) -> None:
@@ -77,6 +84,26 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def add_ground_truth_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    group = parser.add_argument_group("ground truth encoding")
+    which = group.add_mutually_exclusive_group(required=required)
+    which.add_argument("--gt-format", choices=format_names(), metavar="FORMAT",
+                       help=f"a built-in encoding: {', '.join(format_names())}")
+    which.add_argument("--class-map", type=Path, metavar="FILE",
+                       help="a class map (YAML or JSON: value or colour -> class name, plus ignored values)")
+    group.add_argument("--carla-version", metavar="V",
+                       help=f"CARLA release of carla-tags/carla-palette ground truth: 0.8-0.9.5, 0.9.6-0.9.13 and "
+                            f"0.9.14+ number their tags differently (default {DEFAULT_CARLA_VERSION}+)")
+    group.add_argument("--ignore", action="append", default=[], metavar="CLASS|VALUE",
+                       help="a class, value or colour (R,G,B) not to score (repeatable; each format already "
+                            "ignores its unlabeled/void values)")
+
+
+def ground_truth_from_args(args: argparse.Namespace) -> ClassMap:
+    fmt = ground_truth_format(args.class_map or args.gt_format, args.carla_version)
+    return fmt.ignoring(args.ignore) if args.ignore else fmt
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emerdiff", description="Label-free segmentation with EmerDiff.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine details")
@@ -121,22 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
         sweep.add_argument(spec.flag, dest=attr, type=spec.type, nargs="+", metavar=name.upper(),
                            help=f"values of {name} to try (study: {' '.join(f'{v:g}' for v in values)})")
     sweep.add_argument("--gt", type=Path, help="ground-truth labels of the image, for an mIoU table and plot")
-    sweep.add_argument("--gt-format", choices=sorted(GT_FORMATS), help="encoding of --gt")
+    add_ground_truth_flags(sweep, required=False)
     add_method_flag(sweep)
     add_config_flags(sweep, preset="carla", exclude=tuple(STUDY))
 
-    ev = commands.add_parser("eval", help="score label images against ground truth (Hungarian matching)")
-    ev.add_argument("--pred", type=Path, required=True, help="folder of <stem>_labels.png (or <stem>.png)")
-    ev.add_argument("--gt", type=Path, required=True, help="folder of ground-truth <stem>.png")
-    ev.add_argument("--gt-format", required=True, choices=sorted(GT_FORMATS), help="ground-truth encoding")
-    ev.add_argument("--ignore", type=int, action="append", default=[], metavar="V",
-                    help="a ground-truth value not to score (repeatable; each format ignores its unlabeled value)")
+    ev = commands.add_parser("eval", help="score label images against ground truth (Hungarian matching)",
+                             description="Score label images against ground truth: a folder of predictions "
+                                         "against a folder of ground truth, or a bag segmented by emerdiff bag.")
+    source = ev.add_argument_group("frames (--pred and --gt, or --bag)")
+    source.add_argument("--pred", type=Path, help="folder of <stem>_labels.png (or <stem>.png)")
+    source.add_argument("--gt", type=Path, help="folder of ground-truth <stem>.png")
+    source.add_argument("--bag", type=Path, help="a bag segmented by emerdiff bag: predictions and ground truth "
+                                                 "paired by header stamp")
+    source.add_argument("--pred-topic", default=LABELS_TOPIC, help=f"label images in --bag (default {LABELS_TOPIC})")
+    source.add_argument("--gt-topic", default=GT_TOPIC, help=f"ground-truth images in --bag (default {GT_TOPIC})")
+    add_ground_truth_flags(ev, required=True)
+    ev.add_argument("--ignore-mask", type=Path, metavar="PNG",
+                    help="pixels that are not black in this PNG are not scored (the ego vehicle's hood, say)")
+    ev.add_argument("--allow-missing", action="store_true",
+                    help="score the ground-truth frames that have a prediction, list the others (default: error)")
+    ev.add_argument("--resize", action="store_true",
+                    help="resample predictions of another size to the ground truth's, nearest (default: error)")
+    ev.add_argument("--consistent-ids", action="store_true",
+                    help="cluster ids mean the same in every frame, so the headline is the whole-set matching "
+                         "(segment --consistent and emerdiff bag with label tracking record this themselves)")
     ev.add_argument("--out", type=Path, help="folder for confusion.png and scores.json")
 
     demo = commands.add_parser("demo", help="segment the bundled CARLA frames (falls back to a smoke run)")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     add_config_flags(demo, preset="carla")
     return parser
+
+
+# Errors in the user's input (files included): one line and exit status 2, never a traceback.
+USER_ERRORS = (CommandError, ScoringError, BagError, AnyReaderError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,14 +191,26 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(parser, args)
-    except CheckpointError as exc:
+    except CheckpointError as exc:  # several lines on purpose: how to get weights
         print(exc, file=sys.stderr)
         return 2
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"emerdiff {args.command}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _load(config: EmerDiffConfig):
+    """The segmenter; a device or layer the machine or model does not have is the user's error."""
+    from .engine import Segmenter
+
+    try:
+        return Segmenter.load(config)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .engine import Segmenter
-
     if args.command == "eval":
         return _evaluate(parser, args)
     config = config_from_args(parser, args)
@@ -161,29 +218,24 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from .tools.images import list_images
         from .tools.segment import segment_images
 
-        try:
-            images = list_images(args.input)
-        except FileNotFoundError as exc:
-            parser.error(str(exc))
+        images = list_images(args.input)
         if not images:
-            parser.error(f"no images in {args.input}")
+            raise CommandError(f"no images in {args.input}")
+        segmenter = _load(config)
         try:
-            summary = segment_images(Segmenter.load(config), images, args.out, resume=args.resume,
+            summary = segment_images(segmenter, images, args.out, resume=args.resume,
                                      consistent=args.consistent, method=args.method)
         except ValueError as exc:
-            parser.error(str(exc))
+            raise CommandError(str(exc)) from None
         print("\n".join(summary.lines()))
         return 1 if summary.failed else 0
     if args.command == "bag":
-        from .tools.bag import BagError, segment_bag
+        from .tools.bag import segment_bag
 
         topics = BagTopics(args.image_topic, args.camera_info_topic, args.lidar_topic, args.radar_topic)
         settings = settings_from_args(parser, args)
-        try:
-            summary = segment_bag(Segmenter.load(config), settings, args.input, args.output, topics=topics,
-                                  every=args.every, resume=args.resume, storage=args.storage, method=args.method)
-        except BagError as exc:
-            parser.error(str(exc))
+        summary = segment_bag(_load(config), settings, args.input, args.output, topics=topics,
+                              every=args.every, resume=args.resume, storage=args.storage, method=args.method)
         print("\n".join(summary.lines(args.output)))
         return 0
     if args.command == "sweep":
@@ -191,7 +243,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "bench":
         from .tools.bench import benchmark, format_report
 
-        report = benchmark(Segmenter.load(config), args.size, frames=args.frames, warmup=args.warmup)
+        if args.frames < 1 or args.warmup < 0:
+            parser.error(f"--frames must be at least 1 and --warmup at least 0, got {args.frames} and {args.warmup}")
+        report = benchmark(_load(config), args.size, frames=args.frames, warmup=args.warmup)
         print(json.dumps(report) if args.json else "\n".join(format_report(report)))
         return 0
     if args.command == "demo":
@@ -207,23 +261,27 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: EmerDiffConfig) -> int:
-    from .engine import Segmenter
-    from .tools.groundtruth import decode
+    from .scoring import read_label_image
     from .tools.images import read_rgb
     from .tools.sweep import run_sweep, save, table
 
     chosen = {attr: getattr(args, attr) for attr in STUDY if getattr(args, attr)}
     sweeps = chosen or {attr: values for attr, (_, values) in STUDY.items()}
-    if (args.gt is None) != (args.gt_format is None):
-        parser.error("--gt and --gt-format go together")
+    if (args.gt is None) != (args.gt_format is None and args.class_map is None):
+        parser.error("--gt and its encoding (--gt-format or --class-map) go together")
+    fmt = ground_truth_from_args(args) if args.gt else None
+    image = read_rgb(args.image)
+    gt = None
+    if args.gt:
+        try:
+            gt = fmt.decode(read_label_image(args.gt, fmt.encoding))
+        except ScoringError as exc:
+            raise ScoringError(f"{args.gt}: {exc}") from None
+    segmenter = _load(config)
     try:
-        image = read_rgb(args.image)
-        gt = decode(args.gt, GT_FORMATS[args.gt_format]) if args.gt else None
-        segmenter = Segmenter.load(config)
-        points = run_sweep(segmenter, image, sweeps, method=args.method, gt=gt,
-                           gt_format=GT_FORMATS.get(args.gt_format))
-    except (OSError, ValueError) as exc:
-        parser.error(str(exc))
+        points = run_sweep(segmenter, image, sweeps, method=args.method, gt=gt, gt_format=fmt)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     written = save(points, image, args.out, segmenter.model.smoke_note)
     print("\n".join(table(points)))
     if segmenter.model.smoke_note:
@@ -233,24 +291,22 @@ def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Em
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .tools.evaluate import confusion_figure, evaluate, pair_files
+    from .tools.evaluate import evaluate_bag, evaluate_folders, write_outputs
 
-    fmt = GT_FORMATS[args.gt_format]
-    try:
-        pairs = pair_files(args.pred, args.gt)
-    except FileNotFoundError as exc:
-        parser.error(str(exc))
-    result = evaluate(pairs, fmt, set(args.ignore))
+    if args.bag is not None and (args.pred or args.gt):
+        parser.error("eval takes --bag, or --pred and --gt, not both")
+    if args.bag is None and not (args.pred and args.gt):
+        parser.error("eval needs --pred and --gt (folders), or --bag")
+    fmt = ground_truth_from_args(args)
+    options = dict(ignore_mask=args.ignore_mask, allow_missing=args.allow_missing, resize=args.resize,
+                   consistent_ids=args.consistent_ids or None)
+    if args.bag is not None:
+        result = evaluate_bag(args.bag, fmt, gt_topic=args.gt_topic, pred_topic=args.pred_topic, **options)
+    else:
+        result = evaluate_folders(args.pred, args.gt, fmt, **options)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        confusion_figure(result, fmt, args.out / "confusion.png")
-        report = {"gt_format": fmt.name, "images": len(pairs), "miou": result.whole_set.miou,
-                  "pixel_accuracy": result.whole_set.pixel_accuracy,
-                  "iou": {fmt.classes.get(c, str(c)): v for c, v in result.whole_set.iou.items()},
-                  "per_image": {name: {"miou": s.miou, "pixel_accuracy": s.pixel_accuracy}
-                                for name, s in result.per_image.items()}}
-        (args.out / "scores.json").write_text(json.dumps(report, indent=2))
-    print("\n".join(result.lines(fmt)))
+        write_outputs(result, args.out)
+    print("\n".join(result.lines()))
     return 0
 
 

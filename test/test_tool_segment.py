@@ -1,14 +1,19 @@
 """`emerdiff segment` on folders: outputs, smoke-run marking, resume, shared centres, bad files."""
 
+import json
 import shutil
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from emerdiff_ros.cli import main
+from emerdiff_ros.engine import Segmenter
+from emerdiff_ros.scoring import SEGMENT_MANIFEST
 from emerdiff_ros.tools.samples import sample_images
-from emerdiff_ros.tools.segment import CENTERS_FILE
+from emerdiff_ros.tools.segment import CENTERS_FILE, FEATURES_DIR, segment_images
+from test_evaluate import SHARED
 
 FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "5",
         "--feature-draws", "4", "--kmeans-restarts", "1"]
@@ -94,3 +99,50 @@ def test_missing_input_and_invalid_values_are_usage_errors(tmp_path):
         main(["segment", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), *FAST])
     with pytest.raises(SystemExit):
         main(["segment", str(tmp_path), "--out", str(tmp_path / "out"), *FAST, "--num-masks", "1"])
+
+
+def test_consistent_mode_computes_features_once_and_reports_all_the_time(frames, tmp_path, segmenter, monkeypatch):
+    calls = []
+    original = Segmenter.features
+
+    def slow_features(self, *args, **kwargs):
+        calls.append(1)
+        time.sleep(1.0)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "features", slow_features)
+    out = tmp_path / "out"
+    images = sorted(frames.iterdir())
+    summary = segment_images(segmenter, images, out, consistent=True, method="lowres", progress=False)
+    assert len(calls) == len(images)  # once per frame: the fitting pass's features label the frame too
+    assert summary.done == 3 and min(summary.seconds) >= 1.0  # each frame's seconds include its features
+    assert sum(summary.seconds) + summary.fit_seconds <= summary.wall_seconds
+    lines = summary.lines()
+    assert any(line.startswith("fitting the shared cluster centres") for line in lines)
+    assert any(line.startswith("wall time: ") for line in lines)
+    assert not (out / FEATURES_DIR).exists()
+
+
+def test_the_output_folder_records_whether_label_ids_are_shared(frames, tmp_path, capsys):
+    out = tmp_path / "out"
+    image = str(frames / sample_images()[0].name)
+    assert main(["segment", image, "--out", str(out), "--method", "lowres", *FAST]) == 0
+    assert json.loads((out / SEGMENT_MANIFEST).read_text())["label_ids"] == "per-frame"
+    with pytest.raises(SystemExit) as exit_:  # resuming the other way would mix label meanings
+        main(["segment", image, "--out", str(out), "--method", "lowres", "--consistent", "--resume", *FAST])
+    assert exit_.value.code == 2 and "segmented without --consistent" in capsys.readouterr().err
+    assert main(["segment", image, "--out", str(out), "--method", "lowres", "--consistent", *FAST]) == 0
+    assert json.loads((out / SEGMENT_MANIFEST).read_text())["label_ids"] == "consistent"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared label sets not present")
+def test_eval_of_consistent_labels_headlines_the_whole_set_matching(tmp_path, capsys):
+    folder = SHARED / "carla_lyft_samples"
+    out = tmp_path / "out"
+    assert main(["segment", str(folder / "images"), "--out", str(out), "--consistent", "--method", "lowres",
+                 *FAST]) == 0
+    assert main(["eval", "--pred", str(out), "--gt", str(folder / "labels"), "--gt-format", "carla-tags",
+                 "--carla-version", "0.8.2"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("mIoU: ") and f"(whole-set matching: cluster ids are consistent across frames " \
+                                         f"({out / SEGMENT_MANIFEST}))" in last

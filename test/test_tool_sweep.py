@@ -7,7 +7,7 @@ import pytest
 
 from emerdiff_ros.cli import main
 from emerdiff_ros.engine import Segmenter
-from emerdiff_ros.tools.groundtruth import FORMATS
+from emerdiff_ros.scoring import ground_truth_format
 from emerdiff_ros.tools.sweep import run_sweep
 from test_evaluate import SHARED
 
@@ -25,11 +25,12 @@ def test_features_once_and_kmeans_once_per_k(segmenter, carla_frame, monkeypatch
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(Segmenter, name, counted)
-    gt = np.zeros(carla_frame.shape[:2], np.uint8)
-    gt[:300], gt[300:] = 7, 9  # road below, vegetation above, in CARLA 0.8 tags
+    tags = np.zeros(carla_frame.shape, np.uint8)
+    tags[:300, :, 0], tags[300:, :, 0] = 9, 7  # vegetation above, road below, in CARLA 0.8 tags
+    fmt = ground_truth_format("carla-tags", "0.8.2")
+    gt = fmt.decode(tags)
     points = run_sweep(segmenter, carla_frame, {"num_masks": [3, 5], "modulation_lambda": [1.0, 10.0],
-                                                "modulation_timestep": [81, 281]},
-                       gt=gt, gt_format=FORMATS["carla-tags"])
+                                                "modulation_timestep": [81, 281]}, gt=gt, gt_format=fmt)
     assert calls == {"features": 1, "cluster": 3}  # K = 3, 5 and the config's 6 for the other sweeps
     assert [(p.parameter, p.value) for p in points][:3] == [("num_masks", 3), ("num_masks", 5),
                                                            ("modulation_lambda", 1.0)]
@@ -44,7 +45,7 @@ def test_the_command_writes_figures_a_table_and_json(tmp_path, capsys):
     out = tmp_path / "sweep"
     assert main(["sweep", str(folder / "images" / "nikolasent_val_1.png"), "--out", str(out), "--num-masks", "3", "4",
                  "--lambda", "10", "--gt", str(folder / "labels" / "nikolasent_val_1.png"), "--gt-format",
-                 "carla-tags", *FAST]) == 0
+                 "carla-tags", "--carla-version", "0.8.2", *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["parameter", "value", "seconds", "mIoU", "%"]
     assert [line.split()[:2] for line in lines[1:4]] == [["K", "3"], ["K", "4"], ["lambda", "10"]]

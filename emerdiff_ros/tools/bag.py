@@ -34,6 +34,7 @@ from ..runtime.pipeline import FramePipeline
 from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
+from ..scoring import BAG_LABEL_IDS_KEY, ids_value
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -121,7 +122,9 @@ def segment_bag(segmenter: Segmenter, settings: StreamSettings, src: Path, dst: 
         _check_topics(reader, topics)
         index = _index(reader, topics, settings, every, summary)
         _segment(reader, topics, FramePipeline(segmenter, settings), method, index, every, work, summary, progress)
-        writing = dst.parent / f".{dst.name}.writing"
+        # Written inside the work folder under the final name, so the storage file inside it (and
+        # metadata.yaml's reference to it) is <name>.mcap, not a hidden temporary name.
+        writing = work / "output" / dst.name
         shutil.rmtree(writing, ignore_errors=True)
         _write(reader, topics, settings, index, every, work, writing, STORAGES[storage], summary, progress)
     os.replace(writing, dst)
@@ -240,6 +243,7 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
     """Copy every message and add each frame's outputs (as the node makes them) after its last input."""
     store = get_typestore(Stores.ROS2_KILTED)
     writer = Writer(out, version=9, storage_plugin=storage)
+    writer.set_custom_data(BAG_LABEL_IDS_KEY, ids_value(settings.track_labels))  # tracked ids are stable
     writer.open()
     try:
         connmap, convmap = create_connections_converters(reader.connections, None, reader, writer)

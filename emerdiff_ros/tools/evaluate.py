@@ -1,96 +1,187 @@
-"""Unsupervised scoring: Hungarian matching of predicted clusters to classes, then IoU and accuracy.
+"""`emerdiff eval`: label images (a folder, or a segmented bag) scored against ground truth.
 
-Clusters carry no class names, so each is matched one-to-one to the class it overlaps most (a
-minimum-cost assignment on the confusion matrix), per image and over the whole set. Unmatched
-clusters count against every class their pixels belong to.
+The scoring itself is emerdiff_ros.scoring, the code the node's live scoring runs; this module finds
+the frame pairs, reads them, and writes the report, scores.json and confusion.png.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
 
-from .groundtruth import GroundTruthFormat, decode, read_labels
+from .. import scoring
+from ..runtime.messages import MessageError, image_to_rgb, stamp_ns
+from ..scoring import ClassMap, RunningScore, ScoringError
 
-
-@dataclass
-class Scores:
-    iou: dict[int, float]  # class id -> IoU, for every scored class present in the ground truth
-    pixel_accuracy: float
-    matching: dict[int, int]  # predicted cluster -> class id
-
-    @property
-    def miou(self) -> float:
-        return float(np.mean(list(self.iou.values()))) if self.iou else float("nan")
-
-
-def confusion(pred: np.ndarray, gt: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """(clusters, len(classes)) pixel counts over the pixels whose ground truth is a scored class."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
-    column = np.full(256, -1, dtype=np.int64)
-    column[classes] = np.arange(len(classes))
-    cols = column[gt.astype(np.int64).ravel()]
-    keep = cols >= 0
-    rows = pred.astype(np.int64).ravel()[keep]
-    out = np.zeros((int(rows.max(initial=-1)) + 1, len(classes)), dtype=np.int64)
-    np.add.at(out, (rows, cols[keep]), 1)
-    return out
-
-
-def score(counts: np.ndarray, classes: np.ndarray) -> Scores:
-    """Match clusters to classes one-to-one on the confusion counts, then score the classes present."""
-    present = counts.sum(0) > 0
-    rows, cols = linear_sum_assignment(-counts)
-    matched_cluster = np.full(len(classes), -1)
-    matched_cluster[cols] = rows
-    iou = {}
-    for c in np.flatnonzero(present):
-        p = matched_cluster[c]
-        tp = counts[p, c] if p >= 0 else 0
-        fp = counts[p].sum() - tp if p >= 0 else 0
-        fn = counts[:, c].sum() - tp
-        iou[int(classes[c])] = tp / (tp + fp + fn)
-    total = counts.sum()
-    hits = sum(counts[r, c] for r, c in zip(rows, cols))
-    return Scores(iou, hits / total if total else float("nan"),
-                  {int(r): int(classes[c]) for r, c in zip(rows, cols) if counts[r, c] > 0})
+LABELS_TOPIC = "/emerdiff/labels"
+GT_TOPIC = "/carla/ego_vehicle/semantic_segmentation_front/image"  # the bridge rig's semantic camera
+MONO = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16}
 
 
 @dataclass
 class Evaluation:
-    whole_set: Scores
-    per_image: dict[str, Scores]
-    counts: np.ndarray  # whole-set confusion, clusters x classes
-    classes: np.ndarray
+    drive: RunningScore
+    ids_consistent: bool
+    ids_source: str  # where the consistency of the ids is known from ("" if not known)
+    skipped: list[str] = field(default_factory=list)  # ground-truth frames without a prediction
+    unpaired_predictions: int = 0  # predictions without ground truth (bags)
+    ignore_mask: str | None = None
 
-    def lines(self, fmt: GroundTruthFormat) -> list[str]:
-        out = [f"{'image':32s} {'mIoU %':>8s} {'pixel acc %':>12s}"]
-        for name, s in self.per_image.items():
-            out.append(f"{name:32s} {100 * s.miou:8.2f} {100 * s.pixel_accuracy:12.2f}")
-        per_image = [s.miou for s in self.per_image.values()]
-        out.append(f"{'mean per image':32s} {100 * np.nanmean(per_image):8.2f} "
-                   f"{100 * np.mean([s.pixel_accuracy for s in self.per_image.values()]):12.2f}")
-        out += ["", f"{'class (whole-set matching)':32s} {'IoU %':>8s} {'cluster':>8s}"]
-        cluster_of = {c: p for p, c in self.whole_set.matching.items()}
-        for class_id, value in self.whole_set.iou.items():
-            cluster = cluster_of.get(class_id)
-            out.append(f"{fmt.classes.get(class_id, str(class_id)):32s} {100 * value:8.2f} "
-                       f"{'-' if cluster is None else cluster:>8}")
-        out += [f"pixel accuracy: {100 * self.whole_set.pixel_accuracy:.2f}",
-                f"mIoU: {100 * self.whole_set.miou:.2f}"]
-        return out
+    @property
+    def fmt(self) -> ClassMap:
+        return self.drive.fmt
+
+    def headline_line(self) -> str:
+        best = self.drive.headline(self.ids_consistent)
+        if self.ids_consistent:
+            why = f"whole-set matching: cluster ids are consistent across frames ({self.ids_source})"
+        elif self.ids_source:
+            why = f"per-image mean: cluster ids are numbered per frame ({self.ids_source})"
+        else:
+            why = "per-image mean: cluster ids are not known to be consistent across frames"
+        return f"mIoU: {100 * best.miou:.2f} ({why})"
+
+    def lines(self) -> list[str]:
+        fmt, drive = self.fmt, self.drive
+        out = [f"ground truth: {fmt.name}" + (f" ({fmt.description})" if fmt.description else "")
+               + f"; {drive.frame_count} frames scored"]
+        unscored = ", ".join(fmt.key_text(k) for k in sorted(fmt.ignore))
+        out.append(f"not scored: values {unscored}" if unscored else "not scored: nothing")
+        if self.ignore_mask:
+            out[-1] += f"; pixels under the ignore mask {self.ignore_mask} ({100 * drive.ignore_mask.mean():.1f}%)"
+        if self.skipped:
+            out.append(f"skipped {len(self.skipped)} ground-truth frames without a prediction: "
+                       f"{_few(self.skipped)}")
+        if self.unpaired_predictions:
+            out.append(f"{self.unpaired_predictions} predictions have no ground truth at the same stamp")
+        out += ["", f"{'image':32s} {'mIoU %':>8s} {'pixel acc %':>12s}"]
+        for name, s in sorted(drive.frames.items()):
+            out.append(f"{name:32s} {_pct(s.miou):>8s} {_pct(s.pixel_accuracy):>12s}")
+        protocols = drive.protocols()
+        totals = drive.confusion.counts.sum(0)
+        cluster_of = {c: p for p, c in drive.total().matching.items()}
+        scored = f"class ({np.count_nonzero(totals)} of {len(fmt.classes)} scored)"
+        out += ["", f"{scored:24s} {'pixels %':>8s} {'per-image':>10s} {'whole-set':>10s} {'diffseg':>8s} "
+                    f"{'cluster':>8s}  (IoU %)"]
+        for c in np.flatnonzero(totals):
+            name = fmt.classes[c]
+            out.append(f"{name:24s} {100 * totals[c] / totals.sum():8.2f} "
+                       + " ".join(f"{_pct(protocols[p].iou.get(name, math.nan)):>{w}s}"
+                                  for p, w in (("per-image", 10), ("whole-set", 10), ("diffseg", 8)))
+                       + f" {cluster_of.get(name, '-')!s:>8s}")
+        absent = [fmt.classes[c] for c in np.flatnonzero(totals == 0)]
+        if absent:
+            out.append(f"not in the ground truth: {', '.join(absent)}")
+        out += ["", f"{'protocol':10s} {'mIoU %':>8s} {'pixel acc %':>12s}"]
+        for name, p in protocols.items():
+            out.append(f"{name:10s} {_pct(p.miou):>8s} {_pct(p.pixel_accuracy):>12s}  {p.description}")
+        return out + [self.headline_line()]
+
+    def report(self) -> dict:
+        drive, fmt = self.drive, self.fmt
+        protocols = drive.protocols()
+        best = drive.headline(self.ids_consistent)
+        return _finite({
+            "ground_truth": fmt.as_dict(), "frames": drive.frame_count, "scored_frames": drive.scored_frames,
+            "skipped_without_prediction": self.skipped, "predictions_without_ground_truth": self.unpaired_predictions,
+            "ignore_mask": None if self.ignore_mask is None else
+            {"path": self.ignore_mask, "fraction": float(drive.ignore_mask.mean())},
+            "label_ids": {"consistent": self.ids_consistent, "source": self.ids_source or None},
+            "headline": best.protocol, "miou": best.miou, "pixel_accuracy": best.pixel_accuracy,
+            "protocols": {name: {"description": p.description, "miou": p.miou, "pixel_accuracy": p.pixel_accuracy,
+                                 "iou": p.iou} for name, p in protocols.items()},
+            "class_pixels": {fmt.classes[c]: int(n) for c, n in enumerate(drive.confusion.counts.sum(0)) if n},
+            "whole_set_matching": {str(k): v for k, v in drive.total().matching.items()},
+            "per_image": {name: {"miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "iou": s.iou}
+                          for name, s in sorted(drive.frames.items())},
+        })
 
 
-def pair_files(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(stem, prediction, ground truth) for every ground-truth file; a prediction is <stem>_labels.png or <stem>.png."""
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _finite(value):
+    """JSON has no NaN: null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def read_prediction(path: Path) -> np.ndarray:
+    """(H, W) cluster ids of a label PNG (8 or 16 bit)."""
+    try:
+        with Image.open(path) as image:
+            pred = np.array(image.convert("L") if image.mode == "1" else image)
+    except OSError as exc:
+        raise ScoringError(f"cannot read {path}: {exc}") from None
+    if pred.ndim != 2 or not np.issubdtype(pred.dtype, np.integer):
+        raise ScoringError(f"{path} is not a single-channel label image (shape {pred.shape}, {pred.dtype})")
+    return pred
+
+
+def read_ignore_mask(path: Path) -> np.ndarray:
+    """True where a PNG is not black: those pixels are not scored (the ego vehicle's hood, say)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("L")) > 0
+    except OSError as exc:
+        raise ScoringError(f"cannot read the ignore mask {path}: {exc}") from None
+
+
+def resize_nearest(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rows = (np.arange(shape[0]) * pred.shape[0]) // shape[0]
+    cols = (np.arange(shape[1]) * pred.shape[1]) // shape[1]
+    return pred[rows[:, None], cols[None, :]]
+
+
+def _fit(pred: np.ndarray, gt_shape: tuple[int, int], resize: bool, what: str) -> np.ndarray:
+    if pred.shape != gt_shape:
+        if not resize:
+            raise ScoringError(f"{what}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth "
+                               f"{gt_shape[1]}x{gt_shape[0]} (width x height); pass --resize to resample "
+                               f"predictions to the ground truth (nearest)")
+        pred = resize_nearest(pred, gt_shape)
+    return pred
+
+
+def _consistency(consistent_ids: bool | None, recorded: bool | None, where: str) -> tuple[bool, str]:
+    if consistent_ids:
+        return True, "--consistent-ids"
+    if recorded is None:
+        return False, ""
+    return recorded, where
+
+
+# --- folders -----------------------------------------------------------------------------------------
+
+
+def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(stem, prediction, ground truth) pairs, and the ground-truth stems without a prediction.
+    A prediction is <stem>_labels.png or <stem>.png."""
+    for what, folder in (("prediction", pred_dir), ("ground-truth", gt_dir)):
+        if not folder.is_dir():
+            raise ScoringError(f"the {what} folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
     gt_files = sorted(p for p in gt_dir.iterdir() if p.suffix.lower() == ".png")
     if not gt_files:
-        raise FileNotFoundError(f"no ground-truth PNGs in {gt_dir}")
+        raise ScoringError(f"no ground-truth PNGs in {gt_dir}")
     pairs, missing = [], []
     for gt in gt_files:
         pred = next((p for p in (pred_dir / f"{gt.stem}_labels.png", pred_dir / gt.name) if p.is_file()), None)
@@ -98,57 +189,172 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
             missing.append(gt.stem)
         else:
             pairs.append((gt.stem, pred, gt))
-    if missing:
-        raise FileNotFoundError(f"no prediction in {pred_dir} for {len(missing)} ground-truth images: "
-                                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    return pairs
+    return pairs, missing
 
 
-def read_prediction(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Cluster ids at the ground truth's (height, width); nearest resampling if the sizes differ."""
-    pred = read_labels(path)
-    if pred.ndim != 2:
-        raise ValueError(f"{path} is not a single-channel label image")
-    if pred.shape != size:
-        pred = np.array(Image.fromarray(pred).resize(size[::-1], Image.NEAREST))
-    return pred
-
-
-def evaluate(pairs: list[tuple[str, Path, Path]], fmt: GroundTruthFormat, ignore: set[int] = frozenset()) -> Evaluation:
-    classes = np.array(sorted(fmt.evaluated - set(ignore)))
-    total = np.zeros((0, len(classes)), dtype=np.int64)
-    per_image = {}
+def evaluate_folders(pred_dir: Path, gt_dir: Path, fmt: ClassMap, *, ignore_mask: Path | None = None,
+                     allow_missing: bool = False, resize: bool = False,
+                     consistent_ids: bool | None = None) -> Evaluation:
+    pairs, missing = pair_files(pred_dir, gt_dir)
+    if missing and not allow_missing:
+        raise ScoringError(f"no prediction in {pred_dir} for {len(missing)} of {len(missing) + len(pairs)} "
+                           f"ground-truth images ({_few(missing)}); pass --allow-missing to score the others")
+    if not pairs:
+        raise ScoringError(f"no prediction in {pred_dir} matches a ground-truth image of {gt_dir}")
+    consistent, source = _consistency(consistent_ids, scoring.folder_ids_consistent(pred_dir),
+                                      f"{pred_dir / scoring.SEGMENT_MANIFEST}")
+    drive = RunningScore(fmt, None if ignore_mask is None else read_ignore_mask(ignore_mask))
     for name, pred_path, gt_path in pairs:
-        gt = decode(gt_path, fmt)
-        counts = confusion(read_prediction(pred_path, gt.shape), gt, classes)
-        per_image[name] = score(counts, classes)
-        if counts.shape[0] > total.shape[0]:
-            total = np.pad(total, ((0, counts.shape[0] - total.shape[0]), (0, 0)))
-        total[: counts.shape[0]] += counts
-    return Evaluation(score(total, classes), per_image, total, classes)
+        try:
+            gt = fmt.decode(scoring.read_label_image(gt_path, fmt.encoding))
+            drive.add(_fit(read_prediction(pred_path), gt.shape, resize, pred_path.name), gt, name)
+        except ScoringError as exc:
+            raise ScoringError(f"{gt_path}: {exc}") from None
+    return _checked(Evaluation(drive, consistent, source, missing, ignore_mask=_text(ignore_mask)))
 
 
-def confusion_figure(evaluation: Evaluation, fmt: GroundTruthFormat, path: Path) -> None:
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _checked(evaluation: Evaluation) -> Evaluation:
+    if evaluation.drive.pixels == 0:
+        raise ScoringError(f"no pixel of the ground truth belongs to a class {evaluation.fmt.name} scores "
+                           f"(every pixel is an ignored value or under the ignore mask): nothing to score")
+    return evaluation
+
+
+# --- bags --------------------------------------------------------------------------------------------
+
+
+def label_pixels(msg) -> np.ndarray:
+    """An Image message's pixels: (H, W) for mono8/mono16, else (H, W, 3) RGB."""
+    if msg.encoding not in MONO:
+        try:
+            return image_to_rgb(msg)
+        except MessageError as exc:
+            raise ScoringError(str(exc)) from None
+    dtype = np.dtype(MONO[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
+    row = msg.width * dtype.itemsize
+    if msg.step < row or len(msg.data) != msg.step * msg.height:
+        raise ScoringError(f"{msg.encoding} image {msg.width}x{msg.height} with step {msg.step} and "
+                           f"{len(msg.data)} bytes")
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
+    return np.ascontiguousarray(rows).view(dtype).astype(MONO[msg.encoding])
+
+
+def _stamp_text(stamp: int) -> str:
+    return f"{stamp // 1_000_000_000}.{stamp % 1_000_000_000:09d}"
+
+
+def evaluate_bag(bag: Path, fmt: ClassMap, *, gt_topic: str = GT_TOPIC, pred_topic: str = LABELS_TOPIC,
+                 ignore_mask: Path | None = None, allow_missing: bool = False, resize: bool = False,
+                 consistent_ids: bool | None = None) -> Evaluation:
+    """Frames of pred_topic scored against the gt_topic message with the same header stamp."""
+    from rosbags.highlevel import AnyReader, AnyReaderError
+
+    if not bag.exists():
+        raise ScoringError(f"no such bag: {bag}")
+    drive = RunningScore(fmt, None if ignore_mask is None else read_ignore_mask(ignore_mask))
+    try:
+        with AnyReader([bag]) as reader:
+            conns = {topic: [c for c in reader.connections if c.topic == topic] for topic in (gt_topic, pred_topic)}
+            images = sorted({c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/Image"})
+            for topic, conn in conns.items():
+                if not conn or any(c.msgtype != "sensor_msgs/msg/Image" for c in conn):
+                    flag = "--gt-topic" if topic == gt_topic else "--pred-topic"
+                    raise ScoringError(f"no sensor_msgs/Image topic {topic} in {bag}; its image topics: "
+                                       f"{', '.join(images) or 'none'} (use {flag})")
+            stamps = {topic: _stamps(reader, conn, topic) for topic, conn in conns.items()}
+            paired = stamps[gt_topic] & stamps[pred_topic]
+            missing = sorted(stamps[gt_topic] - paired)
+            if not paired:
+                raise ScoringError(f"no message of {pred_topic} has a message of {gt_topic} with the same "
+                                   f"header stamp in {bag}")
+            if missing and not allow_missing:
+                raise ScoringError(f"{len(missing)} of {len(stamps[gt_topic])} ground-truth frames on {gt_topic} "
+                                   f"have no prediction on {pred_topic} at the same stamp (first at "
+                                   f"{_stamp_text(missing[0])}); pass --allow-missing to score the others")
+            pending: dict[str, dict[int, np.ndarray]] = {gt_topic: {}, pred_topic: {}}
+            for conn, _, raw in reader.messages(connections=conns[gt_topic] + conns[pred_topic]):
+                msg = reader.deserialize(raw, conn.msgtype)
+                stamp = stamp_ns(msg.header.stamp)
+                if stamp not in paired:
+                    continue
+                where = f"{conn.topic} at {_stamp_text(stamp)}"
+                try:
+                    pixels = label_pixels(msg)
+                    if conn.topic == gt_topic:
+                        pixels = fmt.decode(pixels)
+                    elif pixels.ndim != 2:
+                        raise ScoringError(f"predictions must be mono8 or mono16 label images, got {msg.encoding}")
+                    pending[conn.topic][stamp] = pixels
+                    if stamp in pending[gt_topic] and stamp in pending[pred_topic]:
+                        gt, pred = pending[gt_topic].pop(stamp), pending[pred_topic].pop(stamp)
+                        drive.add(_fit(pred, gt.shape, resize, where), gt, _stamp_text(stamp))
+                except ScoringError as exc:
+                    raise ScoringError(f"{where}: {exc}") from None
+    except (AnyReaderError, OSError) as exc:  # not a bag: rosbags says why
+        raise ScoringError(f"cannot read bag {bag}: {exc}") from None
+    consistent, source = _consistency(consistent_ids, scoring.bag_ids_consistent(_custom_data(bag)),
+                                      f"{bag.name} metadata {scoring.BAG_LABEL_IDS_KEY}")
+    return _checked(Evaluation(drive, consistent, source, [_stamp_text(s) for s in missing],
+                               len(stamps[pred_topic] - paired), _text(ignore_mask)))
+
+
+def _custom_data(bag: Path) -> dict | None:
+    """custom_data of a rosbag2's metadata.yaml (None for ROS 1 bags and bags without it)."""
+    try:
+        metadata = yaml.safe_load((bag / "metadata.yaml").read_text())
+        return metadata["rosbag2_bagfile_information"].get("custom_data")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _stamps(reader, connections, topic: str) -> set[int]:
+    seen: set[int] = set()
+    for conn, _, raw in reader.messages(connections=connections):
+        stamp = stamp_ns(reader.deserialize(raw, conn.msgtype).header.stamp)
+        if stamp in seen:
+            raise ScoringError(f"two messages on {topic} share the header stamp {_stamp_text(stamp)}; frames "
+                               f"are paired by stamp")
+        seen.add(stamp)
+    return seen
+
+
+# --- figure ------------------------------------------------------------------------------------------
+
+
+def confusion_figure(evaluation: Evaluation, path: Path) -> None:
     """Row-normalised confusion: ground-truth classes down, clusters across (matched ones first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    counts, classes = evaluation.counts, evaluation.classes
+    drive, fmt = evaluation.drive, evaluation.fmt
+    counts, clusters = drive.confusion.counts, drive.confusion.clusters
+    whole = drive.total()
     present = np.flatnonzero(counts.sum(0) > 0)
-    matched = [p for c in present for p, cc in evaluation.whole_set.matching.items() if cc == classes[c]]
-    order = matched + [p for p in range(counts.shape[0]) if p not in matched]
+    row_of = {int(c): i for i, c in enumerate(clusters)}
+    matched = [row_of[p] for c in present for p, name in whole.matching.items() if name == fmt.classes[c]]
+    order = matched + [r for r in range(len(clusters)) if r not in matched]
     matrix = counts[order][:, present].T.astype(float)
     matrix /= np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(order) + 3), max(4, 0.35 * len(present) + 2)))
     image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_yticks(range(len(present)), [fmt.classes.get(int(classes[c]), str(classes[c])) for c in present])
-    ax.set_xticks(range(len(order)), [str(p) for p in order], rotation=90)
+    ax.set_yticks(range(len(present)), [fmt.classes[c] for c in present])
+    ax.set_xticks(range(len(order)), [str(clusters[r]) for r in order], rotation=90)
     ax.set_xlabel("predicted cluster (matched clusters first, in class order)")
     ax.set_ylabel("ground-truth class")
-    ax.set_title(f"whole-set matching: mIoU {100 * evaluation.whole_set.miou:.2f} %")
+    ax.set_title(f"whole-set matching: mIoU {100 * whole.miou:.2f} % ({fmt.name})")
     fig.colorbar(image, ax=ax, label="fraction of the class's pixels")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_outputs(evaluation: Evaluation, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    confusion_figure(evaluation, out / "confusion.png")
+    (out / "scores.json").write_text(json.dumps(evaluation.report(), indent=2) + "\n")

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..engine import Segmentation, Segmenter
+from ..engine import EncodedFrame, FrameStats, Segmentation, Segmenter
 from ..engine.masks import kmeans_masks
 from ..runtime.palette import overlay
+from ..scoring import folder_ids_consistent, write_segment_manifest
 from .images import read_rgb, write_labels, write_overlay
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,8 @@ class SegmentSummary:
     seconds: list[float] = field(default_factory=list)
     masks: list[int] = field(default_factory=list)
     smoke_note: str | None = None
+    fit_seconds: float | None = None  # fitting the shared centres (--consistent)
+    wall_seconds: float = 0.0
 
     def lines(self) -> list[str]:
         out = [f"frames: {self.done} segmented, {self.skipped} already done, {len(self.failed)} failed"]
@@ -35,6 +41,10 @@ class SegmentSummary:
             out.append(f"seconds per frame: {np.mean(self.seconds):.2f} (min {min(self.seconds):.2f}, "
                        f"max {max(self.seconds):.2f})")
             out.append(f"clusters used: mean {np.mean(self.masks):.1f} (min {min(self.masks)}, max {max(self.masks)})")
+        if self.fit_seconds is not None:
+            out.append(f"fitting the shared cluster centres (k-means): {self.fit_seconds:.2f} s")
+        if self.wall_seconds:
+            out.append(f"wall time: {self.wall_seconds:.1f} s")
         out += [f"failed: {name}" for name in self.failed]
         if self.smoke_note:
             out.append(self.smoke_note)
@@ -68,6 +78,7 @@ def save_segmentation(out_dir: Path, image_path: Path, rgb: np.ndarray, result: 
 
 
 CENTERS_FILE = "emerdiff_centers.npz"
+FEATURES_DIR = ".emerdiff_features"  # each frame's latent and features from the fitting pass, until labelled
 MAX_FIT_CELLS = 50_000  # feature cells k-means sees when fitting shared centres
 
 
@@ -81,53 +92,139 @@ def _read(path: Path, summary: SegmentSummary) -> np.ndarray | None:
         return None
 
 
+def _params(segmenter: Segmenter) -> str:
+    return json.dumps(segmenter.config.as_params(), sort_keys=True)
+
+
+def _cached(out_dir: Path, image: Path) -> Path:
+    return out_dir / FEATURES_DIR / f"{image.stem}.npz"
+
+
 def shared_centers(segmenter: Segmenter, images: list[Path], out_dir: Path, summary: SegmentSummary,
                    progress: bool = True) -> np.ndarray:
-    """Cluster centres fitted on the features of every frame (saved in out_dir, reused by --resume)."""
+    """Cluster centres fitted on the features of every frame (saved in out_dir, reused by --resume).
+
+    Each frame's latent and features are kept on disk until the frame is labelled, so no frame's
+    features are computed twice; the seconds they took count in the frame's seconds."""
     saved = out_dir / CENTERS_FILE
-    params = json.dumps(segmenter.config.as_params(), sort_keys=True)
+    params = _params(segmenter)
     if saved.exists():
         with np.load(saved) as data:
             if str(data["params"]) != params:
                 raise ValueError(f"{saved} was fitted with other parameters; remove it or use the same ones")
             return data["centers"]
+    (out_dir / FEATURES_DIR).mkdir(exist_ok=True)
     budget = max(1, MAX_FIT_CELLS // len(images))
     rng = np.random.default_rng(segmenter.config.seed)
     cells = []
     for path in tqdm(images, desc="features", unit="frame", disable=not progress):
-        rgb = _read(path, summary)
-        if rgb is None:
-            continue
-        features = segmenter.features(segmenter.encode(rgb))
+        found = _load_cached(segmenter, out_dir, path)
+        if found is None:
+            rgb = _read(path, summary)
+            if rgb is None:
+                continue
+            with FrameStats.frame(segmenter.model.device) as stats:
+                frame = segmenter.encode(rgb, stats)
+                features = segmenter.features(frame, stats)
+            _save_cached(out_dir, path, frame, features, stats.seconds, params)
+        else:
+            _, features, _ = found
         flat = features.reshape(-1, features.shape[-1])
         cells.append(flat[rng.choice(len(flat), min(budget, len(flat)), replace=False)])
     if not cells:
         raise ValueError("no readable frames to fit shared cluster centres on")
     cfg = segmenter.config
+    start = time.perf_counter()
     centers = kmeans_masks(np.concatenate(cells)[None], cfg.num_masks, cfg.kmeans_restarts, cfg.seed).centers
+    summary.fit_seconds = time.perf_counter() - start
     np.savez(saved, centers=centers, params=params)
     return centers
+
+
+def _save_cached(out_dir: Path, image: Path, frame: EncodedFrame, features: np.ndarray, seconds: float,
+                 params: str) -> None:
+    final = _cached(out_dir, image)
+    partial = final.with_name(f".{final.name}.partial")
+    with open(partial, "wb") as f:
+        np.savez(f, latent=frame.latent.cpu().numpy(), image_size=frame.image_size,
+                 processing_size=frame.processing_size, features=features, seconds=seconds, params=params)
+    os.replace(partial, final)
+
+
+def _load_cached(segmenter: Segmenter, out_dir: Path, image: Path) -> tuple[EncodedFrame, np.ndarray, float] | None:
+    """(encoded frame, features, seconds they took) of the fitting pass, if kept for these parameters."""
+    path = _cached(out_dir, image)
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        if str(data["params"]) != _params(segmenter):
+            return None
+        latent = torch.from_numpy(data["latent"]).to(segmenter.model.device)
+        frame = EncodedFrame(tuple(int(v) for v in data["image_size"]), tuple(int(v) for v in data["processing_size"]),
+                             latent)
+        return frame, data["features"], float(data["seconds"])
+
+
+def _labelled(out_dir: Path, image: Path) -> bool:
+    return all(p.exists() for p in output_paths(out_dir, image))
+
+
+def _segment_with_centers(segmenter: Segmenter, rgb: np.ndarray, path: Path, out_dir: Path, centers: np.ndarray,
+                          method: str) -> Segmentation:
+    """Labels from the shared centres, reusing the fitting pass's latent and features when kept."""
+    found = _load_cached(segmenter, out_dir, path)
+    with FrameStats.frame(segmenter.model.device) as stats:
+        if found is None:
+            frame = segmenter.encode(rgb, stats)
+            features, earlier = segmenter.features(frame, stats), 0.0
+        else:
+            frame, features, earlier = found
+        masks = segmenter.cluster(features, stats, centers)
+        labels = segmenter.refine(frame, masks, stats) if method == "emerdiff" else segmenter.lowres(frame, masks, stats)
+    stats.seconds += earlier  # the frame's encoding and features, computed in the fitting pass
+    return Segmentation(labels, masks, stats, segmenter.model.smoke_note)
+
+
+def _check_manifest(out_dir: Path, consistent: bool, resume: bool) -> None:
+    if not resume:
+        return
+    recorded = folder_ids_consistent(out_dir)
+    if recorded is not None and recorded != consistent:
+        raise ValueError(f"{out_dir} was segmented {'with' if recorded else 'without'} --consistent; resume it "
+                         f"the same way (mixing would leave label ids that mean different things)")
 
 
 def segment_images(segmenter: Segmenter, images: list[Path], out_dir: Path, *, resume: bool = False,
                    progress: bool = True, consistent: bool = False, method: str = "emerdiff") -> SegmentSummary:
     """Segment every image; with consistent, one set of cluster centres serves every frame."""
+    start = time.perf_counter()
     check_unique_stems(images)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out_dir, consistent, resume)
     summary = SegmentSummary(smoke_note=segmenter.model.smoke_note)
     if not resume:
         (out_dir / CENTERS_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
+    write_segment_manifest(out_dir, consistent, centers=CENTERS_FILE if consistent else None, method=method,
+                           model=segmenter.config.model, params=segmenter.config.as_params())
     centers = shared_centers(segmenter, images, out_dir, summary, progress) if consistent else None
     for path in tqdm(images, desc="segment", unit="frame", disable=not progress):
-        if resume and all(p.exists() for p in output_paths(out_dir, path)):
+        if resume and _labelled(out_dir, path):
             summary.skipped += 1
+            _cached(out_dir, path).unlink(missing_ok=True)
             continue
         rgb = _read(path, summary)
         if rgb is None:
             continue
-        result = segmenter.segment(rgb, centers=centers, method=method)
+        if consistent:
+            result = _segment_with_centers(segmenter, rgb, path, out_dir, centers, method)
+        else:
+            result = segmenter.segment(rgb, method=method)
         save_segmentation(out_dir, path, rgb, result, segmenter.config.model)
+        _cached(out_dir, path).unlink(missing_ok=True)
         summary.done += 1
         summary.seconds.append(result.stats.seconds)
         summary.masks.append(result.stats.masks)
+    shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
+    summary.wall_seconds = time.perf_counter() - start
     return summary

@@ -15,8 +15,7 @@ import numpy as np
 
 from ..engine import Segmenter
 from ..runtime.palette import overlay
-from .evaluate import confusion, score
-from .groundtruth import GroundTruthFormat
+from ..scoring import ClassMap, confusion, match
 
 # parameter -> (label, values of the study)
 STUDY = {
@@ -36,7 +35,8 @@ class SweepPoint:
 
 
 def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], *, method: str = "emerdiff",
-              gt: np.ndarray | None = None, gt_format: GroundTruthFormat | None = None) -> list[SweepPoint]:
+              gt: np.ndarray | None = None, gt_format: ClassMap | None = None) -> list[SweepPoint]:
+    """gt: the image's class indices as gt_format.decode() gives them."""
     if gt is not None and gt.shape != image.shape[:2]:
         raise ValueError(f"ground truth {gt.shape} and image {image.shape[:2]} differ in size")
     frame = segmenter.encode(image)
@@ -53,8 +53,7 @@ def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], 
             labels = setting.refine(frame, masks_by_k[k]) if method == "emerdiff" else setting.lowres(frame, masks_by_k[k])
             miou = None
             if gt is not None:
-                classes = np.array(sorted(gt_format.evaluated))
-                miou = 100 * score(confusion(labels, gt, classes), classes).miou
+                miou = 100 * match(confusion(labels, gt, len(gt_format.classes)), gt_format.classes).scores.miou
             points.append(SweepPoint(parameter, value, labels, time.perf_counter() - start, miou))
     return points
 
