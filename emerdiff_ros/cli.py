@@ -13,7 +13,7 @@ from .engine.config import param_specs
 from .runtime.settings import StreamSettings
 from .tools.bag import STORAGES, BagTopics
 from .tools.groundtruth import FORMATS as GT_FORMATS
-from .tools.sweep import STUDY
+from .tools.sweep import SWEEPS, shown
 
 
 def add_config_flags(parser: argparse.ArgumentParser, preset: str = "paper", exclude: tuple[str, ...] = ()) -> None:
@@ -67,6 +67,12 @@ def add_method_flag(parser: argparse.ArgumentParser) -> None:
                         help="emerdiff (default) or lowres: the paper's baseline, the same masks upsampled bilinearly")
 
 
+def _on_off(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"must be on or off, got {text!r}")
+    return text.lower() == "on"
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -113,17 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
                "default")
     add_config_flags(bag, preset="carla")
 
-    sweep = commands.add_parser("sweep", help="the CARLA study's ablations of K, lambda and t_m on one image")
+    sweep = commands.add_parser("sweep", help="compare K, lambda, t_m and the method's open choices on one image")
     sweep.add_argument("image", type=Path)
     sweep.add_argument("--out", type=Path, required=True, help="folder for the figures and sweep.json")
-    for attr, (name, values) in STUDY.items():
+    for attr, (name, values) in SWEEPS.items():
         spec = next(s for s in config_fields() if s.attr == attr)
-        sweep.add_argument(spec.flag, dest=attr, type=spec.type, nargs="+", metavar=name.upper(),
-                           help=f"values of {name} to try (study: {' '.join(f'{v:g}' for v in values)})")
+        kind = {"type": _on_off, "metavar": "on|off"} if spec.type is bool else {
+            "type": spec.type, "metavar": name.upper(), "choices": spec.choices}
+        sweep.add_argument(spec.flag, dest=attr, nargs="+", **kind,
+                           help=f"values to try (when no parameter is given: {' '.join(map(shown, values))})")
+    sweep.add_argument("--grid", action="store_true",
+                       help="run every combination of the given values (default: one parameter at a time, "
+                            "the others at the preset's values)")
     sweep.add_argument("--gt", type=Path, help="ground-truth labels of the image, for an mIoU table and plot")
     sweep.add_argument("--gt-format", choices=sorted(GT_FORMATS), help="encoding of --gt")
     add_method_flag(sweep)
-    add_config_flags(sweep, preset="carla", exclude=tuple(STUDY))
+    add_config_flags(sweep, preset="carla", exclude=tuple(SWEEPS))
 
     ev = commands.add_parser("eval", help="score label images against ground truth (Hungarian matching)")
     ev.add_argument("--pred", type=Path, required=True, help="folder of <stem>_labels.png (or <stem>.png)")
@@ -212,15 +223,17 @@ def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Em
     from .tools.images import read_rgb
     from .tools.sweep import run_sweep, save, table
 
-    chosen = {attr: getattr(args, attr) for attr in STUDY if getattr(args, attr)}
-    sweeps = chosen or {attr: values for attr, (_, values) in STUDY.items()}
+    chosen = {attr: getattr(args, attr) for attr in SWEEPS if getattr(args, attr)}
+    sweeps = chosen or {attr: values for attr, (_, values) in SWEEPS.items()}
     if (args.gt is None) != (args.gt_format is None):
         parser.error("--gt and --gt-format go together")
+    if args.grid and not chosen:
+        parser.error("--grid combines the values you give, e.g. --grid --num-masks 10 15 --attention-injection on off")
     try:
         image = read_rgb(args.image)
         gt = decode(args.gt, GT_FORMATS[args.gt_format]) if args.gt else None
         segmenter = Segmenter.load(config)
-        points = run_sweep(segmenter, image, sweeps, method=args.method, gt=gt,
+        points = run_sweep(segmenter, image, sweeps, grid=args.grid, method=args.method, gt=gt,
                            gt_format=GT_FORMATS.get(args.gt_format))
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
