@@ -26,16 +26,21 @@ class StoreProbs:
 
 
 class ReplayProbs:
-    """Attention with recorded probabilities, and an optional offset after the output projection."""
+    """Attention with recorded probabilities, and an optional offset before or after the output projection."""
 
-    def __init__(self, probs, offset=None):
-        self.probs, self.offset = probs, offset
+    def __init__(self, probs, offset, point):
+        self.probs = probs
+        self.before = offset if point == "before_projection" else None
+        self.after = offset if point == "after_projection" else None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         v = attn.head_to_batch_dim(attn.to_v(context))
-        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(self.probs, v))))
-        return out if self.offset is None else out + self.offset
+        out = attn.batch_to_head_dim(torch.bmm(self.probs, v))
+        if self.before is not None:
+            out = out + self.before
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out if self.after is None else out + self.after
 
 
 @torch.no_grad()
@@ -73,7 +78,8 @@ def plain_emerdiff(segmenter, frame, grid, ids):
             x = inverted[0][None]
             for s, i in enumerate(steps):
                 processors = {name: ReplayProbs(recorded[s][name],
-                                                offset if s == 0 and name == cfg.modulation_layer else None)
+                                                offset if s == 0 and name == cfg.modulation_layer else None,
+                                                cfg.modulation_point)
                               for name in layers}
                 with attention_processors(unet, processors):
                     out = unet_call(x, i)

@@ -16,7 +16,7 @@ from .runtime.settings import StreamSettings
 from .scoring import DEFAULT_CARLA_VERSION, ClassMap, ScoringError, format_names, ground_truth_format
 from .tools.bag import STORAGES, BagError, BagTopics
 from .tools.evaluate import GT_TOPIC, LABELS_TOPIC
-from .tools.sweep import STUDY
+from .tools.sweep import SWEEPS, shown
 
 
 class CommandError(Exception):
@@ -72,6 +72,12 @@ def settings_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 def add_method_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="emerdiff",
                         help="emerdiff (default) or lowres: the paper's baseline, the same masks upsampled bilinearly")
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"must be on or off, got {text!r}")
+    return text.lower() == "on"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -140,17 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
                "default")
     add_config_flags(bag, preset="carla")
 
-    sweep = commands.add_parser("sweep", help="the CARLA study's ablations of K, lambda and t_m on one image")
+    sweep = commands.add_parser("sweep", help="compare K, lambda, t_m and the method's open choices on one image")
     sweep.add_argument("image", type=Path)
     sweep.add_argument("--out", type=Path, required=True, help="folder for the figures and sweep.json")
-    for attr, (name, values) in STUDY.items():
+    for attr, (name, values) in SWEEPS.items():
         spec = next(s for s in config_fields() if s.attr == attr)
-        sweep.add_argument(spec.flag, dest=attr, type=spec.type, nargs="+", metavar=name.upper(),
-                           help=f"values of {name} to try (study: {' '.join(f'{v:g}' for v in values)})")
+        kind = {"type": _on_off, "metavar": "on|off"} if spec.type is bool else {
+            "type": spec.type, "metavar": name.upper(), "choices": spec.choices}
+        sweep.add_argument(spec.flag, dest=attr, nargs="+", **kind,
+                           help=f"values to try (when no parameter is given: {' '.join(map(shown, values))})")
+    sweep.add_argument("--grid", action="store_true",
+                       help="run every combination of the given values (default: one parameter at a time, "
+                            "the others at the preset's values)")
     sweep.add_argument("--gt", type=Path, help="ground-truth labels of the image, for an mIoU table and plot")
     add_ground_truth_flags(sweep, required=False)
     add_method_flag(sweep)
-    add_config_flags(sweep, preset="carla", exclude=tuple(STUDY))
+    add_config_flags(sweep, preset="carla", exclude=tuple(SWEEPS))
 
     ev = commands.add_parser("eval", help="score label images against ground truth (Hungarian matching)",
                              description="Score label images against ground truth: a folder of predictions "
@@ -265,10 +276,12 @@ def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Em
     from .tools.images import read_rgb
     from .tools.sweep import run_sweep, save, table
 
-    chosen = {attr: getattr(args, attr) for attr in STUDY if getattr(args, attr)}
-    sweeps = chosen or {attr: values for attr, (_, values) in STUDY.items()}
+    chosen = {attr: getattr(args, attr) for attr in SWEEPS if getattr(args, attr)}
+    sweeps = chosen or {attr: values for attr, (_, values) in SWEEPS.items()}
     if (args.gt is None) != (args.gt_format is None and args.class_map is None):
         parser.error("--gt and its encoding (--gt-format or --class-map) go together")
+    if args.grid and not chosen:
+        parser.error("--grid combines the values you give, e.g. --grid --num-masks 10 15 --attention-injection on off")
     fmt = ground_truth_from_args(args) if args.gt else None
     image = read_rgb(args.image)
     gt = None
@@ -279,7 +292,7 @@ def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Em
             raise ScoringError(f"{args.gt}: {exc}") from None
     segmenter = _load(config)
     try:
-        points = run_sweep(segmenter, image, sweeps, method=args.method, gt=gt, gt_format=fmt)
+        points = run_sweep(segmenter, image, sweeps, grid=args.grid, method=args.method, gt=gt, gt_format=fmt)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     written = save(points, image, args.out, segmenter.model.smoke_note)

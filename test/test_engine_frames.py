@@ -22,6 +22,20 @@ def test_non_square_frames_get_labels_at_input_size(segmenter, request, fixture,
     assert abs(width / height - shape[1] / shape[0]) < 0.35  # aspect ratio kept
 
 
+def test_square_processing_stretches_and_labels_come_back_at_input_size(segmenter, cshenron_frame):
+    square = segmenter.with_config(processing="square")
+    result = square.segment(cshenron_frame)
+    assert result.stats.processing_size == (128, 128)  # resolution x resolution, the 4:1 frame stretched
+    assert result.labels.shape == (256, 1024)
+    assert len(np.unique(result.labels)) > 1
+    # The baseline shows the stretch undone: a 4 x 4 feature grid, so 256 x 64 pixel cells on the frame.
+    baseline = square.segment(cshenron_frame, method="lowres")
+    assert baseline.masks.grid.shape == (4, 4)
+    cell = baseline.masks.grid[0, 0]
+    assert (baseline.labels[8:56, 16:240] == cell).all()
+    np.testing.assert_array_equal(baseline.masks.grid, result.masks.grid)
+
+
 def test_same_seed_same_labels_other_seed_other_labels(segmenter, cshenron_frame):
     first = segmenter.segment(cshenron_frame).labels
     segmenter.segment(cshenron_frame[:, ::-1].copy())  # something else in between

@@ -80,6 +80,17 @@ def test_an_uncached_hub_id_fails_fast_offline(monkeypatch, tmp_path):
     assert "not in the Hugging Face cache" in message and "hf download someone/not-cached-sd" in message
 
 
+def test_the_default_checkpoint_missing_names_it_and_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(CheckpointError) as info:
+        Segmenter.load(EmerDiffConfig.from_preset("carla", device="cpu"))
+    message = str(info.value)
+    assert "'CompVis/stable-diffusion-v1-4'" in message and "hf download CompVis/stable-diffusion-v1-4" in message
+    assert "gated" in message and "hf auth login" in message  # the Hub asks to accept its terms first
+    assert "--model stabilityai/stable-diffusion-2-1-base" in message and "tiny-random" in message
+
+
 def test_unknown_device_is_a_clear_error():
     with pytest.raises(ValueError, match="device"):
         load_model("tiny-random", device="tpu:0")

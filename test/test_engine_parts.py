@@ -1,5 +1,7 @@
 """Configuration, schedule, masks and image helpers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +17,15 @@ def test_paper_defaults_and_carla_preset():
     paper = EmerDiffConfig()
     assert (paper.num_masks, paper.modulation_lambda, paper.modulation_timestep, paper.num_inference_steps) == (
         25, 10.0, 281, 50)
+    assert paper.modulation_point == "before_projection"  # the paper's f(attention + c M)
     carla = EmerDiffConfig.from_preset("carla")
     assert carla.num_masks == 15
     assert EmerDiffConfig.from_preset("carla", num_masks=12).num_masks == 12
+    for preset in ("paper", "carla"):  # the paper's checkpoint, and driving frames keep their aspect ratio
+        config = EmerDiffConfig.from_preset(preset)
+        assert config.model == "CompVis/stable-diffusion-v1-4" and config.processing == "keep_aspect"
+    sd21 = EmerDiffConfig.from_preset("carla", model="stabilityai/stable-diffusion-2-1-base")
+    assert sd21.model == "stabilityai/stable-diffusion-2-1-base" and sd21.num_masks == 15
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -28,6 +36,8 @@ def test_paper_defaults_and_carla_preset():
     ({"num_masks": 2.5}, "num_masks must be int"),
     ({"attention_injection": 1}, "attention_injection must be bool"),
     ({"model": ""}, "model must not be empty"),
+    ({"modulation_point": "inside"}, "modulation_point must be one of before_projection, after_projection"),
+    ({"processing": "crop"}, "processing must be one of keep_aspect, square"),
 ])
 def test_invalid_values_are_rejected_with_the_reason(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -55,7 +65,19 @@ def test_external_names_are_unique_and_cover_every_field():
     ((4000, 30), 256, (2944, 64)),  # the short side stops at 64; the long side keeps the scale
 ])
 def test_processing_size_keeps_aspect_in_multiples_of_64(size, resolution, expected):
-    assert processing_size(*size, resolution) == expected
+    assert processing_size(*size, resolution, "keep_aspect") == expected
+
+
+@pytest.mark.parametrize("size, resolution, expected", [
+    ((1024, 256), 512, (512, 512)),  # stretched, as the paper's 512 x 512 inputs
+    ((800, 600), 512, (512, 512)),
+    ((40, 40), 256, (256, 256)),
+    ((1024, 256), 500, (512, 512)),  # sides stay multiples of 64
+])
+def test_square_processing_is_resolution_squared(size, resolution, expected):
+    assert processing_size(*size, resolution, "square") == expected
+    with pytest.raises(ValueError, match="processing"):
+        processing_size(*size, resolution, "crop")
 
 
 def test_sd_schedule_has_the_papers_timesteps(tiny_model):
@@ -133,3 +155,14 @@ def test_layer_grid_and_label_dtype():
     with pytest.raises(ValueError):
         layer_grid(10, (8, 32))
     assert label_dtype(255) == np.uint8 and label_dtype(256) == np.uint16
+
+
+def test_the_readme_method_table_shows_each_parameters_default_choices_and_description():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for spec in config_fields():
+        default = str(spec.default).lower() if spec.type is bool else spec.default
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{spec.name}` | `{default}` |")), None)
+        assert row is not None, f"README row of {spec.name} with default {default}"
+        assert spec.description in row, spec.name
+        if spec.choices:
+            assert ", ".join(spec.choices) in row, spec.name

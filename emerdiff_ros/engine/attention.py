@@ -5,7 +5,7 @@
 * SharedAttention runs a batch whose sample 0 is the unmodulated reference. With attention
   injection every sample uses the reference's attention probabilities, computed once per layer
   and step and applied to every sample's values in one matrix product. It can also add a
-  per-sample spatial offset after the output projection (the modulation).
+  per-sample spatial offset (the modulation) before or after the output projection.
 """
 
 from __future__ import annotations
@@ -88,13 +88,15 @@ class SharedAttention:
     """Attention for a batch whose sample 0 is the unmodulated reference.
 
     All samples share one prompt, so with injection the cross-attention output is the same for
-    every sample and is computed once.
+    every sample and is computed once; an offset before the projection makes it per sample there.
     """
 
-    def __init__(self, inject: bool, latent_hw: tuple[int, int]):
+    def __init__(self, inject: bool, latent_hw: tuple[int, int], before_projection: bool):
         self.inject = inject
         self.latent_hw = latent_hw
-        self.offsets: torch.Tensor | None = None  # (batch, h, w), added after the output projection
+        self.before_projection = before_projection
+        # (batch, h, w), broadcast over channels; 0 for the reference, so it stays unmodulated either way.
+        self.offsets: torch.Tensor | None = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         if attention_mask is not None:
@@ -105,9 +107,12 @@ class SharedAttention:
         if cross and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         out = self._injected(attn, hidden_states, context, cross) if self.inject else self._plain(attn, hidden_states, context)
+        offsets = None if self.offsets is None else self._token_offsets(tokens).to(out.dtype)
+        if offsets is not None and self.before_projection:
+            out = out + offsets  # the paper's f(attention + c M); a shared cross-attention output becomes per sample
         out = attn.to_out[1](attn.to_out[0](out)).expand(batch, -1, -1)
-        if self.offsets is not None:
-            out = out + self._token_offsets(tokens).to(out.dtype)
+        if offsets is not None and not self.before_projection:
+            out = out + offsets
         return out
 
     def _token_offsets(self, tokens: int) -> torch.Tensor:

@@ -29,8 +29,16 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
-def processing_size(width: int, height: int, resolution: int) -> tuple[int, int]:
-    """(width, height) with about resolution^2 pixels, the input's aspect ratio, sides multiples of 64."""
+def processing_size(width: int, height: int, resolution: int, processing: str) -> tuple[int, int]:
+    """(width, height) the model sees, sides multiples of 64.
+
+    keep_aspect: about resolution^2 pixels in the input's aspect ratio. square: resolution x resolution
+    whatever the input's shape (the image is stretched, as in the paper).
+    """
+    if processing == "square":
+        width = height = resolution
+    elif processing != "keep_aspect":
+        raise ValueError(f"processing must be keep_aspect or square, got {processing!r}")
     scale = resolution / math.sqrt(width * height)
 
     def side(x: int) -> int:

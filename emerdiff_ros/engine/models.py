@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from .config import DEFAULT_MODEL, SD21_BASE_MODEL
+
 log = logging.getLogger(__name__)
 
 RANDOM_MODELS = ("tiny-random", "sd21-random")
@@ -92,14 +94,19 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto") -> Diffusio
 
 
 def _missing_checkpoint_message(spec: str, reason: str) -> str:
+    hub_id = DEFAULT_MODEL if spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists() else spec
+    gated = (f";\n    this checkpoint is gated: accept its terms at https://huggingface.co/{hub_id}\n"
+             "    and run `hf auth login` first" if hub_id == DEFAULT_MODEL else "")
     return (
         f"Could not load the Stable Diffusion checkpoint {spec!r}: {reason}\n"
         "No weights ship with emerdiff_ros. To get a checkpoint:\n"
-        f"  * on a machine with network:  hf download {spec}   (fills the Hugging Face cache,\n"
-        "    ~/.cache/huggingface/hub; copy that folder to offline machines), or\n"
+        f"  * on a machine with network:  hf download {hub_id}   (fills the Hugging Face cache,\n"
+        f"    ~/.cache/huggingface/hub; copy that folder to offline machines{gated}), or\n"
         "  * point --model (ROS parameter 'model') at a local diffusers folder holding\n"
         f"    {', '.join(SD_DIFFUSERS_PARTS)}/ (any SD 1.x/2.x checkpoint).\n"
-        "To see the pipeline run without weights: --model tiny-random (a smoke run; labels are meaningless)."
+        f"The default (paper and carla presets) is the paper's {DEFAULT_MODEL}; SD 2.1-base is\n"
+        f"--model {SD21_BASE_MODEL}. To see the pipeline run without weights: --model tiny-random\n"
+        "(a smoke run; labels are meaningless)."
     )
 
 

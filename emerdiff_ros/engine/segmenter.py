@@ -95,7 +95,7 @@ class Segmenter:
         stats = stats or FrameStats()
         rgb = as_rgb(image)
         height, width = rgb.shape[:2]
-        size = processing_size(width, height, self.config.resolution)
+        size = processing_size(width, height, self.config.resolution, self.config.processing)
         vae = self.model.vae
         with stats.stage("encode"):
             pixels = to_model_input(rgb, size, self.model.device, self.model.dtype)
@@ -219,7 +219,8 @@ class Segmenter:
         """Final latents of the modulated samples (reference first in the batch, dropped at the end)."""
         cfg = self.config
         batch = 1 + len(offsets)
-        processors = {name: SharedAttention(cfg.attention_injection, frame.latent_hw) for name in self._layers}
+        before = cfg.modulation_point == "before_projection"
+        processors = {name: SharedAttention(cfg.attention_injection, frame.latent_hw, before) for name in self._layers}
         modulated = processors[cfg.modulation_layer]
         first_offsets = torch.cat([offsets.new_zeros(1, *offsets.shape[1:]), offsets])
         x = start_latent[None].expand(batch, -1, -1, -1)

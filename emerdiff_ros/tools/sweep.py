@@ -1,94 +1,169 @@
-"""Parameter sweeps on one image: the ablations of the CARLA EmerDiff study, with figures.
+"""Parameter sweeps on one image: the CARLA study's ablations and the method's open choices, with figures.
 
-The query features depend on none of K, lambda and t_m, so they are computed once; the k-means
-masks depend only on K, so each K is clustered once and reused for every lambda and t_m.
+Parameters are swept one at a time (the others at the preset's values) or, with grid=True, in every
+combination. Work is reused wherever it stays valid: the encoded frame and the query features depend
+on the processing (not on K, lambda, t_m, the modulation point or attention injection), the k-means
+masks on those and K, and a setting that equals one already run (a swept value that is the preset's
+own) reuses its labels.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..engine import Segmenter
+from ..engine import EmerDiffConfig, Segmenter
+from ..engine.config import MODULATION_POINTS, PROCESSING_MODES
 from ..runtime.palette import overlay
 from ..scoring import ClassMap, confusion, match
 
-# parameter -> (label, values of the study)
-STUDY = {
+# parameter -> (label, values tried when none are given): the CARLA study's values for K, lambda and
+# t_m, every choice for the categorical ones.
+SWEEPS = {
     "num_masks": ("K", [5, 10, 15, 20, 25, 30]),
     "modulation_lambda": ("lambda", [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0]),
     "modulation_timestep": ("t_m", [1, 81, 281, 581, 881, 981]),
+    "modulation_point": ("point", list(MODULATION_POINTS)),
+    "processing": ("processing", list(PROCESSING_MODES)),
+    "attention_injection": ("injection", [True, False]),
 }
+# The configuration fields each cached stage depends on.
+ENCODING = ("processing", "resolution")
+FEATURES = ENCODING + ("feature_timestep", "feature_draws", "feature_layer", "seed")
+CLUSTERING = FEATURES + ("num_masks", "kmeans_restarts")
 
 
 @dataclass
 class SweepPoint:
-    parameter: str
-    value: float
+    setting: dict[str, Any]  # the swept parameters of this point -> their values
     labels: np.ndarray
-    seconds: float
+    seconds: float  # of the modulated denoising and decoding (or the lowres upsampling) for this setting
     miou: float | None  # percent, with ground truth
 
 
-def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], *, method: str = "emerdiff",
-              gt: np.ndarray | None = None, gt_format: ClassMap | None = None) -> list[SweepPoint]:
+def shown(value: Any) -> str:
+    """A swept value as tables and figures print it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def settings(sweeps: dict[str, list], grid: bool = False) -> list[dict[str, Any]]:
+    """The settings to run: each value of each parameter on its own, or every combination."""
+    if grid:
+        return [dict(zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
+    return [{parameter: value} for parameter, values in sweeps.items() for value in values]
+
+
+def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], *, grid: bool = False,
+              method: str = "emerdiff", gt: np.ndarray | None = None,
+              gt_format: ClassMap | None = None) -> list[SweepPoint]:
     """gt: the image's class indices as gt_format.decode() gives them."""
     if gt is not None and gt.shape != image.shape[:2]:
         raise ValueError(f"ground truth {gt.shape} and image {image.shape[:2]} differ in size")
-    frame = segmenter.encode(image)
-    features = segmenter.features(frame)
-    masks_by_k = {}
+    frames, features, masks, results = {}, {}, {}, {}
     points = []
-    for parameter, values in sweeps.items():
-        for value in values:
-            setting = segmenter.with_config(**{parameter: value})
-            k = setting.config.num_masks
-            if k not in masks_by_k:
-                masks_by_k[k] = setting.cluster(features)
+    for setting in settings(sweeps, grid):
+        run = segmenter.with_config(**setting)
+        cfg = run.config
+        encoding, feature_key, clustering = (_key(cfg, fields) for fields in (ENCODING, FEATURES, CLUSTERING))
+        if encoding not in frames:
+            frames[encoding] = run.encode(image)
+        frame = frames[encoding]
+        if feature_key not in features:
+            features[feature_key] = run.features(frame)
+        if clustering not in masks:
+            masks[clustering] = run.cluster(features[feature_key])
+        if cfg not in results:
             start = time.perf_counter()
-            labels = setting.refine(frame, masks_by_k[k]) if method == "emerdiff" else setting.lowres(frame, masks_by_k[k])
-            miou = None
-            if gt is not None:
-                miou = 100 * match(confusion(labels, gt, len(gt_format.classes)), gt_format.classes).scores.miou
-            points.append(SweepPoint(parameter, value, labels, time.perf_counter() - start, miou))
+            labels = run.refine(frame, masks[clustering]) if method == "emerdiff" else run.lowres(frame, masks[clustering])
+            results[cfg] = labels, time.perf_counter() - start
+        labels, seconds = results[cfg]
+        miou = None
+        if gt is not None:
+            miou = 100 * match(confusion(labels, gt, len(gt_format.classes)), gt_format.classes).scores.miou
+        points.append(SweepPoint(setting, labels, seconds, miou))
     return points
 
 
+def _key(config: EmerDiffConfig, fields: tuple[str, ...]) -> tuple:
+    return tuple(getattr(config, name) for name in fields)
+
+
+def _is_grid(points: list[SweepPoint]) -> bool:
+    return len(points[0].setting) > 1
+
+
 def table(points: list[SweepPoint]) -> list[str]:
-    lines = [f"{'parameter':10s} {'value':>8s} {'seconds':>8s} {'mIoU %':>8s}"]
+    """One line per point: parameter and value (one at a time), or a column per parameter (grid)."""
+    if _is_grid(points):
+        names = [SWEEPS[parameter][0] for parameter in points[0].setting]
+        width = max(len(name) for name in names)
+        lines = [" ".join(f"{name:>{width}s}" for name in names) + f" {'seconds':>8s} {'mIoU %':>8s}"]
+        for p in points:
+            values = " ".join(f"{shown(v):>{width}s}" for v in p.setting.values())
+            lines.append(f"{values} {p.seconds:8.2f} {_miou(p):>8s}")
+        return lines
+    lines = [f"{'parameter':10s} {'value':>17s} {'seconds':>8s} {'mIoU %':>8s}"]
     for p in points:
-        miou = "" if p.miou is None else f"{p.miou:8.2f}"
-        lines.append(f"{STUDY[p.parameter][0]:10s} {p.value:8g} {p.seconds:8.2f} {miou:>8s}")
+        (parameter, value), = p.setting.items()
+        lines.append(f"{SWEEPS[parameter][0]:10s} {shown(value):>17s} {p.seconds:8.2f} {_miou(p):>8s}")
     return lines
 
 
+def _miou(point: SweepPoint) -> str:
+    return "" if point.miou is None else f"{point.miou:8.2f}"
+
+
+def _title(setting: dict[str, Any]) -> str:
+    return ", ".join(f"{SWEEPS[parameter][0]} = {shown(value)}" for parameter, value in setting.items())
+
+
+def _rows(points: list[SweepPoint]) -> tuple[str, dict[str, list[SweepPoint]]]:
+    """(the parameter along each row, rows by title): a row per parameter (one at a time), or (grid) a row
+    per combination of the other parameters, along the one with the most values (the last of a tie)."""
+    if not _is_grid(points):
+        rows: dict[str, list[SweepPoint]] = {}
+        for p in points:
+            rows.setdefault(next(iter(p.setting)), []).append(p)
+        return "", rows
+    names = list(points[0].setting)
+    counts = {name: len({repr(p.setting[name]) for p in points}) for name in names}
+    along = max(reversed(names), key=counts.get)
+    rows = {}
+    for p in points:
+        rows.setdefault(_title({name: p.setting[name] for name in names if name != along}), []).append(p)
+    return along, rows
+
+
 def save(points: list[SweepPoint], image: np.ndarray, out: Path, smoke_note: str | None) -> list[Path]:
-    """sweep_overlays.png (a row per parameter), sweep_miou.png (with ground truth) and sweep.json."""
+    """sweep_overlays.png, sweep_miou.png (with ground truth) and sweep.json."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    parameters = list(dict.fromkeys(p.parameter for p in points))
-    rows = {name: [p for p in points if p.parameter == name] for name in parameters}
+    along, rows = _rows(points)
     columns = max(len(r) for r in rows.values())
     aspect = image.shape[0] / image.shape[1]
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns, len(rows) * (2.6 * aspect + 0.6)),
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns, len(rows) * (2.6 * aspect + 0.8)),
                              squeeze=False)
-    for r, (name, row) in enumerate(rows.items()):
+    for r, row in enumerate(rows.values()):
         for c in range(columns):
             ax = axes[r][c]
             ax.axis("off")
             if c < len(row):
                 p = row[c]
                 ax.imshow(overlay(image, p.labels))
-                ax.set_title(f"{STUDY[name][0]} = {p.value:g}" + ("" if p.miou is None else f"\nmIoU {p.miou:.1f}%"),
-                             fontsize=9)
+                ax.set_title(_title(p.setting).replace(", ", "\n") + ("" if p.miou is None else f"\nmIoU {p.miou:.1f}%"),
+                             fontsize=8)
     if smoke_note:
         fig.suptitle(smoke_note, color="red")
     fig.tight_layout()
@@ -97,14 +172,22 @@ def save(points: list[SweepPoint], image: np.ndarray, out: Path, smoke_note: str
     plt.close(fig)
 
     if any(p.miou is not None for p in points):
-        fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
-        for ax, (name, row) in zip(axes[0], rows.items()):
-            ax.plot([p.value for p in row], [p.miou for p in row], marker="o")
-            if name == "modulation_lambda":
+        # One panel per parameter (one at a time), or one panel with a line per row (grid).
+        panels = [(parameter, {"": row}) for parameter, row in rows.items()] if not along else [(along, rows)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels) + (3 if along else 0), 3.2), squeeze=False)
+        for ax, (parameter, lines) in zip(axes[0], panels):
+            for name, row in lines.items():
+                values = [p.setting[parameter] for p in row]
+                categorical = any(isinstance(v, (bool, str)) for v in values)
+                ax.plot([shown(v) for v in values] if categorical else values, [p.miou for p in row], marker="o",
+                        label=name or None)
+            if parameter == "modulation_lambda":
                 ax.set_xscale("log")
-            ax.set_xlabel(STUDY[name][0])
+            ax.set_xlabel(SWEEPS[parameter][0])
             ax.set_ylabel("mIoU %")
             ax.grid(alpha=0.3)
+            if along:
+                ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         if smoke_note:
             fig.suptitle(smoke_note, color="red")
         fig.tight_layout()
@@ -112,8 +195,8 @@ def save(points: list[SweepPoint], image: np.ndarray, out: Path, smoke_note: str
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
 
-    report = [{"parameter": STUDY[p.parameter][0], "value": p.value, "seconds": p.seconds, "miou": p.miou}
+    report = [{"setting": {SWEEPS[k][0]: v for k, v in p.setting.items()}, "seconds": p.seconds, "miou": p.miou}
               for p in points]
     written.append(out / "sweep.json")
-    written[-1].write_text(json.dumps({"smoke_run": smoke_note, "points": report}, indent=2))
+    written[-1].write_text(json.dumps({"smoke_run": smoke_note, "grid": _is_grid(points), "points": report}, indent=2))
     return written
