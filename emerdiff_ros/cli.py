@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .carla import command as carla_rig
 from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fields
 from .engine.config import param_specs
 from .runtime.settings import StreamSettings
@@ -133,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a ground-truth value not to score (repeatable; each format ignores its unlabeled value)")
     ev.add_argument("--out", type=Path, help="folder for confusion.png and scores.json")
 
+    rig = commands.add_parser("carla", help="drive the CARLA rig of config/carla_sensors.json: native ROS 2 or a "
+                                            "recorded rosbag2 (needs the carla client and a server)")
+    carla_rig.add_arguments(rig)
+
     demo = commands.add_parser("demo", help="segment the bundled CARLA frames (falls back to a smoke run)")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     add_config_flags(demo, preset="carla")
@@ -156,6 +161,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.command == "eval":
         return _evaluate(parser, args)
+    if args.command == "carla":
+        return carla_rig.run(args, prog="emerdiff carla")
     config = config_from_args(parser, args)
     if args.command == "segment":
         from .tools.images import list_images
