@@ -309,13 +309,16 @@ class Server:
     radar_points: (N, 3) points in the sensor's ROS axes (x forward, y left, z up). The LiDAR's
     intensity and the radar's velocity carry the frame number, so a test can tell which frame a
     message holds. Failures: `fail_at` a tick number -> RuntimeError in tick(), `interrupt_at`
-    -> KeyboardInterrupt in tick(), `silent` {tick: [sensor role names]} that deliver nothing.
+    -> KeyboardInterrupt in tick(), `hang_at` -> tick() waits a minute (a hung server), `silent`
+    {tick: [sensor role names]} that deliver nothing. `progress_file`: where each tick() writes its
+    number as it starts, for a test driving the rig in another process.
     """
 
     def __init__(self, camera_rgb, lidar_points, radar_points, version="0.9.16", fail_at=None,
-                 interrupt_at=None, silent=None, delay=0.0, start_elapsed=2.0):
+                 interrupt_at=None, hang_at=None, silent=None, delay=0.0, start_elapsed=2.0, progress_file=None):
         self.camera_rgb, self.lidar_points, self.radar_points = camera_rgb, lidar_points, radar_points
-        self.version, self.fail_at, self.interrupt_at, self.silent = version, fail_at, interrupt_at, silent or {}
+        self.version, self.fail_at, self.interrupt_at, self.hang_at = version, fail_at, interrupt_at, hang_at
+        self.silent, self.progress_file = silent or {}, progress_file
         self.delay = delay  # seconds each tick takes, like a rendering server
         self.settings = WorldSettings(False, None)
         self.weather = WeatherParameters("Default", 20.0)
@@ -344,11 +347,14 @@ class Server:
         if not self.settings.synchronous_mode:
             raise RuntimeError("tick() in asynchronous mode")
         self.ticks += 1
+        if self.progress_file:
+            with open(self.progress_file, "w") as f:
+                f.write(str(self.ticks))
         if self.ticks == self.interrupt_at:
             raise KeyboardInterrupt
         if self.ticks == self.fail_at:
             raise RuntimeError(f"time-out of {int(timeout * 1000)}ms while waiting for the simulator")
-        time.sleep(self.delay)
+        time.sleep(60.0 if self.ticks == self.hang_at else self.delay)
         self.frame += 1
         self.elapsed += self.settings.fixed_delta_seconds  # accumulated as the server does
         self._deliver()

@@ -395,30 +395,38 @@ def test_a_stand_in_without_a_server_fails_like_the_real_client(monkeypatch, cap
     assert len(err) == 1 and "CarlaUE4.sh -RenderOffScreen" in err[0]
 
 
-def _rig_process(args: list[str], state: Path, **env) -> subprocess.Popen:
-    """carla_rig in its own process against the stand-in (a tick takes 20 ms, as a small server)."""
+def _rig_process(args: list[str], state: Path, **server) -> subprocess.Popen:
+    """carla_rig in its own process against the stand-in (a tick takes 20 ms, as a small server),
+    which writes the number of the tick it is in to state.ticking and its final state to `state`."""
     code = (
         "import atexit, json, sys; sys.path.insert(0, 'test')\n"
         "import numpy as np, carla_standin\n"
         "from bag_builder import LIDAR_POINTS, RADAR_POINTS\n"
         "server = carla_standin.install(carla_standin.Server(np.zeros((600, 800, 3), np.uint8), LIDAR_POINTS,\n"
-        "    RADAR_POINTS, delay=0.02)).SERVER\n"
+        f"    RADAR_POINTS, delay=0.02, progress_file={str(state) + '.ticking'!r}, **{server!r})).SERVER\n"
         f"atexit.register(lambda: open({str(state)!r}, 'w').write(json.dumps(dict(actors=len(server.actors),\n"
         "    sync=server.settings.synchronous_mode, tm=server.tm_synchronous, ticks=server.ticks))))\n"
         "from emerdiff_ros.carla.command import main\n"
         f"sys.exit(main({args!r}))\n")
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'test'}", **env})
+                            text=True, env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'test'}"})
 
 
-def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(tmp_path):
+def _wait_for_tick(state: Path, tick: int, process: subprocess.Popen) -> None:
+    ticking, deadline = Path(str(state) + ".ticking"), time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if ticking.exists() and ticking.read_text() and int(ticking.read_text()) >= tick:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the rig never reached tick {tick}: {process.communicate()[0]}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(tmp_path, signum):
     out, state = tmp_path / "drive", tmp_path / "state.json"
     process = _rig_process(["--record", str(out)], state)
-    deadline = time.monotonic() + 60
-    while not out.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)  # some ticks
-    process.send_signal(signal.SIGINT)
+    _wait_for_tick(state, 3, process)  # two ticks done, the third under way
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "stopping after this tick" in output and "Traceback" not in output
@@ -426,7 +434,21 @@ def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(tmp_path):
     assert final["actors"] == 0 and final["sync"] is False and final["tm"] is False
     messages = read_bag(out)
     assert set(messages) == TOPICS
-    assert {len(m) for m in messages.values()} == {final["ticks"]} and final["ticks"] >= 2  # whole ticks only
+    assert {len(m) for m in messages.values()} == {final["ticks"]} and final["ticks"] >= 3  # whole ticks only
+
+
+def test_a_second_ctrl_c_interrupts_a_hung_tick_and_still_cleans_up(tmp_path):
+    out, state = tmp_path / "drive", tmp_path / "state.json"
+    process = _rig_process(["--record", str(out)], state, hang_at=3)
+    _wait_for_tick(state, 3, process)  # two ticks, then the server hangs
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=30)  # at once, not after the minute the tick would take
+    assert process.returncode == 130, output
+    final = json.loads(state.read_text())
+    assert final["actors"] == 0 and final["sync"] is False and final["tm"] is False
+    assert {len(m) for m in read_bag(out).values()} == {2}
 
 
 def _free_port() -> int:

@@ -14,12 +14,12 @@ import math
 import signal
 import sys
 import threading
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .recording import BagRecorder, FrameWriter, RecordError, ground_truth_pair
+from .recording import BagRecorder, FrameWriter, RecordError, check_new_bag, ground_truth_pair
 from .rigfile import RigError, default_rig_file, load_rig, sensor_topics
 from .session import (CarlaError, ClientMissing, NoServer, RigSession, SessionOptions, VersionMismatch, connect,
                       import_carla, weather_presets)
@@ -79,22 +79,38 @@ def tick_limit(args: argparse.Namespace) -> int | None:
 
 class SignalGuard:
     """While active, a first Ctrl-C (or SIGTERM) asks the drive to stop after the current tick and a
-    second one interrupts it at once; while cleaning up, signals only say to wait, so the actors
-    are always destroyed and the bag always closed."""
+    second one interrupts it at once (say, a tick waiting on a hung server), but never while a tick
+    is being written; while cleaning up, signals only say to wait, so the actors are always destroyed
+    and the bag always closed."""
 
     def __init__(self):
         self.stop = threading.Event()
         self.cleaning = False
+        self._writing = False
+        self._interrupt_pending = False
         self._previous = {}
 
     def _handle(self, signum, frame) -> None:
         if self.cleaning:
             print("\ncleaning up: destroying the actors, restoring the world, closing the bag", file=sys.stderr)
-        elif self.stop.is_set():
-            raise KeyboardInterrupt
-        else:
+        elif not self.stop.is_set():
             self.stop.set()
             print("\nstopping after this tick (Ctrl-C again to stop at once)", file=sys.stderr)
+        elif self._writing:
+            self._interrupt_pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def writing(self):
+        """A tick's messages are written whole: an interruption waits for the end of the block."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._interrupt_pending:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> "SignalGuard":
         if threading.current_thread() is threading.main_thread():
@@ -113,16 +129,21 @@ def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
 
     try:
         rig = load_rig(args.sensors or default_rig_file())
+        if args.record:
+            check_new_bag(args.record)
+        if args.save_frames:
+            FrameWriter.check_folder(args.save_frames)
         carla = import_carla()
         if args.weather and args.weather not in weather_presets(carla):
             return fail(f"unknown weather {args.weather!r}; presets: {', '.join(weather_presets(carla))}", 2)
-        if args.record and args.record.exists():
-            return fail(f"{args.record} exists; carla_rig never overwrites a bag, choose another --record", 2)
         client, client_version, server_version = connect(carla, args.host, args.port, args.timeout)
-    except (RigError, ClientMissing, VersionMismatch) as exc:
+    except (RigError, RecordError, ClientMissing, VersionMismatch) as exc:
         return fail(str(exc), 2)
     except NoServer as exc:
         return fail(str(exc), 1)
+    except KeyboardInterrupt:  # while waiting for the server: nothing to undo yet
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     print(f"CARLA client {client_version}, server {server_version} at {args.host}:{args.port}")
     listen = bool(args.record or args.save_frames)
     options = SessionOptions(fixed_delta=args.fixed_delta, timeout=args.timeout, town=args.town,
@@ -142,7 +163,7 @@ def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
                 outputs["bag"] = closing.enter_context(BagRecorder(args.record, rig, session.cameras))
             if args.save_frames:
                 outputs["frames"] = FrameWriter(args.save_frames, *ground_truth_pair(rig, session.cameras))
-            _drive(session, list(outputs.values()), tick_limit(args), guard.stop, "record" if listen else "drive")
+            _drive(session, list(outputs.values()), tick_limit(args), guard, "record" if listen else "drive")
         except (RigError, RecordError) as exc:
             status = fail(str(exc), 2)
         except CarlaError as exc:
@@ -160,12 +181,13 @@ def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
     return status
 
 
-def _drive(session: RigSession, sinks: list, limit: int | None, stop: threading.Event, what: str) -> None:
+def _drive(session: RigSession, sinks: list, limit: int | None, guard: SignalGuard, what: str) -> None:
     with tqdm(total=limit, desc=what, unit="tick", disable=None) as bar:
-        while not stop.is_set() and (limit is None or session.ticks < limit):
+        while not guard.stop.is_set() and (limit is None or session.ticks < limit):
             tick = session.tick()
-            for sink in sinks:
-                sink.write(tick)
+            with guard.writing():
+                for sink in sinks:
+                    sink.write(tick)
             bar.update()
             bar.set_postfix_str(f"sim {tick.stamp / 1e9:.2f} s", refresh=False)
 

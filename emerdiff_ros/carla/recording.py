@@ -35,12 +35,16 @@ class RecordError(ValueError):
     """The recording cannot be made where asked; the text says why."""
 
 
+def check_new_bag(path: Path) -> None:
+    if path.exists():
+        raise RecordError(f"{path} exists; carla_rig never overwrites a bag, choose another --record")
+
+
 class BagRecorder:
     """The drive into a new rosbag2 (MCAP), one tick at a time."""
 
     def __init__(self, path: Path, rig: Rig, cameras: dict[str, CameraGeometry]):
-        if path.exists():
-            raise RecordError(f"{path} exists; carla_rig never overwrites a bag, choose another --record")
+        check_new_bag(path)
         self.rig, self.path = rig, path
         self.store = get_typestore(Stores.ROS2_KILTED)
         self.camera_info = {sensor_id: camera_info_fields(g.width, g.height, g.fov) for sensor_id, g in cameras.items()}
@@ -116,12 +120,17 @@ class FrameWriter:
     `emerdiff segment` and ground truth for `emerdiff eval --gt-format carla-palette`."""
 
     def __init__(self, folder: Path, camera: str, semantic: str):
+        self.check_folder(folder)
         self.folders = {camera: folder / "rgb", semantic: folder / "gt"}
         for sub in self.folders.values():
-            if sub.is_dir() and any(sub.glob("*.png")):
-                raise RecordError(f"{sub} already holds PNGs; choose an empty --save-frames folder")
             sub.mkdir(parents=True, exist_ok=True)
         self.pairs = 0
+
+    @staticmethod
+    def check_folder(folder: Path) -> None:
+        for sub in (folder / "rgb", folder / "gt"):
+            if sub.is_dir() and any(sub.glob("*.png")):
+                raise RecordError(f"{sub} already holds PNGs; choose an empty --save-frames folder")
 
     def write(self, tick: Tick) -> None:
         if not all(sensor in tick.readings for sensor in self.folders):
