@@ -275,7 +275,7 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     assert rig("--record", str(drive), "--save-frames", str(frames), "--frames", "2") == 0
     out = tmp_path / "segmented"
     assert main(["bag", str(drive), str(out), *FAST]) == 0
-    messages = read_bag_all(out)
+    messages = read_bag(out)
     labels = messages["/emerdiff/labels"]
     assert len(labels) == 2
     # the labelled LiDAR agrees with the label image at the pixels its points project to
@@ -296,12 +296,6 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     capsys.readouterr()
     assert main(["eval", "--pred", str(predictions), "--gt", str(frames / "gt"), "--gt-format", "carla-palette"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "mIoU: 100.00"
-
-
-def read_bag_all(path) -> dict[str, list]:
-    from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (type support as the node loads it)
-
-    return read_bag(path)
 
 
 def field_u16(msg, name: str) -> np.ndarray:

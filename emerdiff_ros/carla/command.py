@@ -24,8 +24,6 @@ from .rigfile import RigError, default_rig_file, load_rig, sensor_topics
 from .session import (CarlaError, ClientMissing, NoServer, RigSession, SessionOptions, VersionMismatch, connect,
                       import_carla, weather_presets)
 
-log = logging.getLogger(__name__)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     server = parser.add_argument_group("server")
