@@ -10,6 +10,12 @@ ROS_WHEELS = [
     "ros-rosgraph-msgs", "ros-builtin-interfaces",
 ]
 
+# The CARLA client for carla_rig; it must match the server's version. carla 0.9.16 has wheels for
+# CPython 3.10-3.12 on x86-64 Linux and Windows only; elsewhere the extra installs nothing and the
+# rig says what to install (everything else works without it).
+CARLA_CLIENT = ('carla==0.9.16; python_version >= "3.10" and python_version < "3.13" '
+                'and (platform_machine == "x86_64" or platform_machine == "AMD64")')
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -39,11 +45,12 @@ setup(
         "rosbags>=0.10",
         "pyyaml>=6",
     ],
-    extras_require={"ros": ROS_WHEELS, "test": ["pytest>=7"]},
+    extras_require={"ros": ROS_WHEELS, "carla": [CARLA_CLIENT], "test": ["pytest>=7"]},
     entry_points={
         "console_scripts": [
             "emerdiff = emerdiff_ros.cli:main",
             "emerdiff_node = emerdiff_ros.node:main",
+            "carla_rig = emerdiff_ros.carla.command:main",
         ],
     },
     zip_safe=False,

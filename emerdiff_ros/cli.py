@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rosbags.highlevel import AnyReaderError
 
+from .carla import command as carla_rig
 from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fields
 from .engine.config import param_specs
 from .runtime.settings import StreamSettings
@@ -185,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(segment --consistent and emerdiff bag with label tracking record this themselves)")
     ev.add_argument("--out", type=Path, help="folder for confusion.png and scores.json")
 
+    rig = commands.add_parser("carla", help="drive the CARLA rig of config/carla_sensors.json: native ROS 2 or a "
+                                            "recorded rosbag2 (needs the carla client and a server)")
+    carla_rig.add_arguments(rig)
+
     demo = commands.add_parser("demo", help="segment the bundled CARLA frames (falls back to a smoke run)")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     add_config_flags(demo, preset="carla")
@@ -224,6 +229,8 @@ def _load(config: EmerDiffConfig):
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "eval":
         return _evaluate(parser, args)
+    if args.command == "carla":
+        return carla_rig.run(args, prog="emerdiff carla")
     config = config_from_args(parser, args)
     if args.command == "segment":
         from .tools.images import list_images
