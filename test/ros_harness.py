@@ -22,10 +22,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
-from std_msgs.msg import Header
+from std_msgs.msg import Float32, Header
 
 from emerdiff_ros.ros.node import EmerDiffNode
-from emerdiff_ros.runtime.outputs import OUTPUTS, output_topic
+from emerdiff_ros.runtime.outputs import OUTPUTS, SCORES, output_topic
 
 # Fast, real: the tiny random model at a small processing size.
 FAST_PARAMS = dict(model="tiny-random", device="cpu", resolution=128, num_masks=4, feature_draws=4,
@@ -129,6 +129,7 @@ class Bridge(Node):
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image = self.create_publisher(Image, f"{ROLE}/rgb_front/image", qos)
         self.compressed = self.create_publisher(CompressedImage, f"{ROLE}/rgb_front/image/compressed", qos)
+        self.ground_truth = self.create_publisher(Image, f"{ROLE}/semantic_segmentation_front/image", qos)
         self.info = self.create_publisher(CameraInfo, f"{ROLE}/rgb_front/camera_info", qos)
         self.lidar = self.create_publisher(PointCloud2, f"{ROLE}/lidar", qos)
         self.radar = self.create_publisher(PointCloud2, f"{ROLE}/radar_front", qos)
@@ -138,6 +139,9 @@ class Bridge(Node):
             self.out[name] = Collector()
             self.create_subscription(Image if kind.endswith("Image") else PointCloud2, output_topic(name, namespace),
                                      self.out[name], 10)
+        for name in SCORES:
+            self.out[name] = Collector()
+            self.create_subscription(Float32, output_topic(name, namespace), self.out[name], 10)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = Collector()
@@ -153,10 +157,10 @@ class Bridge(Node):
             time.sleep(0.05)
         raise TimeoutError("the emerdiff node's topics did not connect")
 
-    def latest_diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
+    def latest_diagnostics(self, timeout: float = 5.0, status: str = "emerdiff: segmentation") -> dict[str, str]:
         seen = len(self.diagnostics.messages)
         message = self.diagnostics.wait(seen + 1, timeout)[-1]
-        status = message.status[0]
+        status = next(s for s in message.status if s.name == status)
         return {"level": status.level, "message": status.message, **{kv.key: kv.value for kv in status.values}}
 
 
@@ -164,7 +168,8 @@ class Bridge(Node):
 def node_arguments() -> list[str]:
     """The remappings carla.launch.py applies, as command-line arguments."""
     return ["--ros-args", "-r", f"image:={ROLE}/rgb_front/image", "-r", f"camera_info:={ROLE}/rgb_front/camera_info",
-            "-r", f"lidar:={ROLE}/lidar", "-r", f"radar:={ROLE}/radar_front"]
+            "-r", f"lidar:={ROLE}/lidar", "-r", f"radar:={ROLE}/radar_front",
+            "-r", f"ground_truth:={ROLE}/semantic_segmentation_front/image"]
 
 
 def spinning(executor) -> threading.Thread:

@@ -44,14 +44,24 @@ def test_the_launch_file_remaps_the_nodes_inputs_and_defaults_to_the_rig():
     remapped = {node.elts[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant)
                 and isinstance(node.elts[1], ast.JoinedStr)}
-    assert remapped == {"image", "camera_info", "lidar", "radar"}
+    assert remapped == {"image", "camera_info", "lidar", "radar", "ground_truth"}
     arguments = launch_constant(tree, "ARGUMENTS")
     defaults = {k.value: v.elts[0] for k, v in zip(arguments.keys, arguments.values)}
     sensors = set(rig_poses())
-    for argument in ("camera", "lidar", "radar"):
+    for argument in ("camera", "lidar", "radar", "ground_truth_camera"):
         assert defaults[argument].value in sensors, argument
     assert defaults["use_sim_time"].value == "true"
-    assert float(defaults["shutdown_timeout"].value) == StreamSettings().shutdown_timeout
+    assert launch_constant(tree, "DEFAULT_SHUTDOWN_TIMEOUT").value == StreamSettings().shutdown_timeout
+
+
+def test_each_carla_source_sets_a_ground_truth_format_the_node_accepts():
+    tree = ast.parse((ROOT / "launch" / "carla.launch.py").read_text())
+    sources = ast.literal_eval(launch_constant(tree, "SOURCES"))
+    assert set(sources) == {"bridge", "native"}
+    for values in sources.values():
+        assert StreamSettings(**values).scoring_format() is not None
+    camera = json.loads((ROOT / "config" / "carla_sensors.json").read_text())["objects"][2]["sensors"][0]
+    assert camera["id"] == "rgb_front" and camera["fov"] == 90.0  # native intrinsics come from here
 
 
 def test_the_launch_files_parameter_arguments_are_node_parameters_of_the_same_type():
@@ -86,10 +96,10 @@ def test_rviz_shows_the_nodes_outputs_in_its_namespace():
 
 
 def test_the_readme_names_every_output_topic():
-    from emerdiff_ros.runtime.outputs import OUTPUTS
+    from emerdiff_ros.runtime.outputs import OUTPUTS, SCORES
 
     readme = (ROOT / "README.md").read_text()
-    for name in OUTPUTS:
+    for name in [*OUTPUTS, *SCORES]:
         assert f"`~/{name}`" in readme, name
 
 

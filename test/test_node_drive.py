@@ -141,6 +141,20 @@ def test_non_finite_intrinsics_and_poses_are_refused_with_the_reason(carla_frame
     assert not bridge.out["lidar/labeled"].messages  # never labelled through a NaN camera
 
 
+def test_camera_fov_labels_clouds_where_camera_info_is_wrong(carla_frame):
+    native = camera_info(61.0)
+    native.k = [-400.0 * math.pi / 180, 0.0, 400.0, 0.0, -400.0 * math.pi / 180, 300.0, 0.0, 0.0, 1.0]  # CARLA's own
+    with running(camera_fov=90.0) as (node, bridge):
+        bridge.info.publish(native)
+        bridge.lidar.publish(lidar_cloud(LIDAR, 61.0))
+        bridge.image.publish(bgra_image(carla_frame, 61.0))
+        labeled = bridge.out["lidar/labeled"].wait(1)[0]
+        labels = image_array(bridge.out["labels"].wait(1)[0])
+        health = settle(bridge)
+    assert health["bad_camera_info"] == "1"  # rejected, and not needed
+    np.testing.assert_array_equal(cloud_field(labeled, "label"), [labels[v, u] for u, v in GRID_PIXELS])
+
+
 def test_a_frame_stamped_zero_reports_no_latency_and_a_real_one_does(carla_frame):
     with running() as (node, bridge):
         bridge.image.publish(bgra_image(carla_frame, 0.0))

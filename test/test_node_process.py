@@ -94,11 +94,22 @@ def start(*params: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.parametrize("when", ["while python starts", "while the model loads"])
+def loading(pid: int, library: str) -> bool:
+    """Whether the process has mapped a shared library whose path contains `library` (it is importing it)."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["while rclpy and torch are imported", "while the model loads"])
 def test_ctrl_c_before_the_node_runs_exits_cleanly(when):
     process = start()
-    if when == "while python starts":
-        time.sleep(0.3)
+    if when.startswith("while rclpy"):
+        # The PyPI ROS wheels start Python twice (to set LD_LIBRARY_PATH): wait until the node's own imports.
+        while not loading(process.pid, "_rclpy_pybind11"):
+            assert process.poll() is None
+            time.sleep(0.005)
         lines = []
     else:
         lines = [process.stdout.readline()]

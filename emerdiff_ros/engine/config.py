@@ -31,13 +31,14 @@ PROCESSING_MODES = ("keep_aspect", "square")
 
 
 def param(default: Any, description: str, *, low=None, high=None, choices=None, name=None, length=None,
-          read_only=False):
+          read_only=False, may_be_empty=False):
     """A settings field: default, description, and what makes a value valid.
 
-    read_only marks settings that need a restart (a new model) to change.
+    read_only marks settings that need a restart (a new model) to change; may_be_empty lets a text setting
+    be "" (meaning: off).
     """
     metadata = {"description": description, "low": low, "high": high, "choices": choices, "name": name,
-                "length": length, "read_only": read_only}
+                "length": length, "read_only": read_only, "may_be_empty": may_be_empty}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -56,6 +57,7 @@ class ParamSpec(NamedTuple):
     choices: tuple[str, ...] | None
     length: int | None  # tuples only
     read_only: bool
+    may_be_empty: bool = False
 
     @property
     def flag(self) -> str:
@@ -153,7 +155,7 @@ def param_specs(cls) -> Iterator[ParamSpec]:
         yield ParamSpec(
             name=meta["name"] or f.name, attr=f.name, type=_TYPES[f.type], default=default,
             description=meta["description"], low=meta["low"], high=meta["high"], choices=meta["choices"],
-            length=meta["length"], read_only=meta["read_only"],
+            length=meta["length"], read_only=meta["read_only"], may_be_empty=meta["may_be_empty"],
         )
 
 
@@ -189,7 +191,7 @@ def spec_violation(spec: ParamSpec, value: Any) -> str | None:
     if spec.type in (int, float):
         if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
             return f"{spec.name} must be between {spec.low} and {spec.high}, got {value!r}"
-    if spec.type is str and not value:
+    if spec.type is str and not value and not spec.may_be_empty:
         return f"{spec.name} must not be empty"
     if spec.length is not None and len(value) != spec.length:
         return f"{spec.name} must have {spec.length} values, got {len(value)}"

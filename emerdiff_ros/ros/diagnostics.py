@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from ..engine import FrameStats
+from ..runtime.livescore import LiveScore
 
 
 @dataclass
@@ -49,8 +51,12 @@ COUNTERS = (
 )
 
 
+LIVE_COUNTERS = ("received_ground_truth", "scored_frames", "frames_without_ground_truth", "bad_ground_truth")
+
+
 def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, state: str, input_rate: float,
-                        processed_rate: float, dropped: int, smoke_note: str | None) -> DiagnosticArray:
+                        processed_rate: float, dropped: int, smoke_note: str | None,
+                        live: LiveScore | None = None) -> DiagnosticArray:
     with health.lock:
         counts, stats, latency, error = dict(health.counts), health.last_stats, health.last_latency_s, health.last_error
         timings = dict(health.timings)
@@ -82,5 +88,25 @@ def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: st
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
     array = DiagnosticArray(status=[status])
+    if live is not None:
+        array.status.append(_live_status(live, counts, name=f"{name.split(':')[0]}: live score",
+                                         hardware_id=hardware_id))
     array.header.stamp = stamp
     return array
+
+
+def _live_status(live: LiveScore, counts: dict, *, name: str, hardware_id: str) -> DiagnosticStatus:
+    values = {"ground_truth_format": live.fmt.name, "classes": str(len(live.fmt.classes)),
+              "drive_protocol": live.protocol,
+              **{key: "" if math.isnan(value) else f"{value:.2f}" for key, value in live.values().items()},
+              **{key: str(counts.get(key, 0)) for key in LIVE_COUNTERS}}
+    if counts.get("scored_frames", 0):
+        level, message = DiagnosticStatus.OK, (f"drive mIoU {values['drive_miou']} % ({live.protocol}) over "
+                                               f"{counts['scored_frames']} frames")
+    elif counts.get("frames_processed", 0):
+        level, message = DiagnosticStatus.WARN, "frames are segmented but none has been scored: no ground truth " \
+                                                "matched (is the semantic camera publishing on `ground_truth`?)"
+    else:
+        level, message = DiagnosticStatus.OK, "waiting for frames"
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])

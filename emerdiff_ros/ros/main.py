@@ -31,12 +31,12 @@ class RosLogHandler(logging.Handler):
 
     def __init__(self, logger):
         super().__init__()
-        self._logger = logger
+        self.logger = logger
 
     def emit(self, record: logging.LogRecord) -> None:
         level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING \
             else "info"
-        getattr(self._logger, level)(f"{record.name}: {record.getMessage()}")
+        getattr(self.logger, level)(f"{record.name}: {record.getMessage()}")
 
 
 def main(args=None) -> int:
@@ -53,11 +53,13 @@ def _run(args) -> int:
         # Signals are handled here rather than by rclpy, so the frame in progress is finished and published
         # before the context shuts down: nothing the node accepted is lost on Ctrl-C.
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        handler = RosLogHandler(log)
         package_log = logging.getLogger("emerdiff_ros")
-        package_log.addHandler(RosLogHandler(log))
+        package_log.addHandler(handler)
         package_log.setLevel(logging.INFO)
         package_log.propagate = False
         node = EmerDiffNode()
+        log = handler.logger = node.get_logger()  # the node's name, with its namespace (car1.emerdiff)
     except START_ERRORS as exc:
         log.fatal(" ".join(str(exc).split()))
         rclpy.try_shutdown()

@@ -20,16 +20,20 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Header
+from std_msgs.msg import Float32, Header
 
 from ..engine import PRESETS, CheckpointError, EmerDiffConfig, Segmenter
 from ..runtime.gate import FrameWorker, LatestFrameGate
-from ..runtime.messages import MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, stamp_ns
-from ..runtime.outputs import CLOUD, NODE_NAME, OUTPUTS, SENSORS, SensorCloud, frame_outputs
+from ..runtime.livescore import LiveScore
+from ..runtime.messages import (MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, label_pixels,
+                                stamp_ns)
+from ..runtime.outputs import CLOUD, NODE_NAME, OUTPUTS, SCORES, SENSORS, SensorCloud, frame_outputs
 from ..runtime.pipeline import FramePipeline
+from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import RateMeter
-from ..runtime.sync import Arrival, CloudSync
+from ..runtime.sync import Arrival, CloudSync, FrameCompanions
+from ..scoring import ScoringError
 from ..runtime.throttle import KindThrottle
 from .codecs import to_layout_message
 from .diagnostics import NodeHealth, diagnostics_message
@@ -59,6 +63,8 @@ class EmerDiffNode(LifecycleNode):
         self.input_rate, self.processed_rate = RateMeter(), RateMeter()
         self.gate: LatestFrameGate = LatestFrameGate(self.settings.max_rate_hz)
         self.sync: CloudSync[SensorCloud] = CloudSync(SENSORS, int(self.settings.cloud_buffer_seconds * 1e9))
+        self.ground_truth: FrameCompanions[Image] = FrameCompanions(int(self.settings.sync_slop * 1e9))
+        self.live: LiveScore | None = None
         self.camera = None
         self.pipeline: FramePipeline | None = None
         self.worker: FrameWorker | None = None
@@ -67,6 +73,7 @@ class EmerDiffNode(LifecycleNode):
         self._inputs: dict[str, object] = {}  # input name -> subscription
         self._resubscribe: set[str] = set()  # inputs whose publisher offered an incompatible QoS
         self._outputs: dict[str, object] = {}  # output name -> lifecycle publisher
+        self._scores: dict[str, object] = {}  # live score name -> lifecycle publisher
         self._throttle = KindThrottle(LOG_THROTTLE_S)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # A steady timer: diagnostics keep coming while the simulation (and sim time) is paused.
@@ -84,8 +91,8 @@ class EmerDiffNode(LifecycleNode):
         self.get_logger().info(f"loading model {self.config.model!r} on {self.config.device} ...")
         try:
             segmenter = Segmenter.load(self.config)
-        except LOAD_ERRORS as exc:
-            self.get_logger().fatal(f"cannot load the model: {exc}")
+        except LOAD_ERRORS as exc:  # on one line, as every start-up error
+            self.get_logger().fatal(f"cannot load the model: {' '.join(str(exc).split())}")
             return TransitionCallbackReturn.FAILURE
         except Exception:
             self.get_logger().fatal(f"cannot load the model (a bug, please report it):\n{traceback.format_exc()}")
@@ -98,11 +105,16 @@ class EmerDiffNode(LifecycleNode):
         self._outputs = {name: self.create_lifecycle_publisher(PointCloud2 if kind == CLOUD else Image, f"~/{name}",
                                                                OUTPUT_DEPTH)
                          for name, kind in OUTPUTS.items()}
+        scoring = self.settings.scoring_format()
+        if scoring is not None:
+            self.live = LiveScore(scoring, ids_consistent=self.settings.track_labels)
+            self._scores = {name: self.create_lifecycle_publisher(Float32, f"~/{name}", OUTPUT_DEPTH)
+                            for name in SCORES}
         self.get_logger().info(f"configured: model {self.config.model!r} on {self.device}, K={self.config.num_masks}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for name in ("image", "camera_info", *SENSORS):
+        for name in ("image", "camera_info", *SENSORS, *(("ground_truth",) if self.live else ())):
             self._subscribe(name)
         self.gate.reopen()
         self.worker = FrameWorker(self.gate, self._process, self._on_error)
@@ -153,9 +165,9 @@ class EmerDiffNode(LifecycleNode):
 
     def _release(self) -> None:
         """Drop the model and the output publishers; the GPU memory goes back to the device."""
-        for publisher in self._outputs.values():
+        for publisher in (*self._outputs.values(), *self._scores.values()):
             self.destroy_lifecycle_publisher(publisher)
-        self._outputs, self.pipeline, self.camera = {}, None, None
+        self._outputs, self._scores, self.pipeline, self.camera, self.live = {}, {}, None, None, None
         gc.collect()
         try:
             import torch
@@ -176,9 +188,9 @@ class EmerDiffNode(LifecycleNode):
             # As image_transport: the compressed stream of the (remapped) image topic.
             kind, topic = CompressedImage, self.resolve_topic_name("image").rstrip("/") + "/compressed"
         else:
-            kind, topic = {"image": Image, "camera_info": CameraInfo}.get(name, PointCloud2), name
-        callback = {"image": self._on_image, "camera_info": self._on_camera_info}.get(
-            name, lambda msg, name=name: self._on_cloud(name, msg))
+            kind, topic = {"image": Image, "camera_info": CameraInfo, "ground_truth": Image}.get(name, PointCloud2), name
+        callback = {"image": self._on_image, "camera_info": self._on_camera_info,
+                    "ground_truth": self._on_ground_truth}.get(name, lambda msg, name=name: self._on_cloud(name, msg))
         self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events)
 
     def _on_incompatible_qos(self, name: str) -> None:
@@ -201,9 +213,15 @@ class EmerDiffNode(LifecycleNode):
         except MessageError as exc:
             self._skip("bad_images", f"skipping image: {exc}")
             return
-        if self.sync.frame(stamp_ns(msg.header.stamp)) is Arrival.TIME_JUMP:
+        stamp = stamp_ns(msg.header.stamp)
+        if self.sync.frame(stamp) is Arrival.TIME_JUMP:
             self._time_jump("camera", msg)
+        self.ground_truth.frame(stamp)
         self.gate.offer(msg)
+
+    def _on_ground_truth(self, msg: Image) -> None:
+        self.health.count("received_ground_truth")
+        self.ground_truth.add(stamp_ns(msg.header.stamp), msg)  # decoded in the worker, for the frames it takes
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.health.count("received_camera_info")
@@ -254,6 +272,7 @@ class EmerDiffNode(LifecycleNode):
         # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
         # long it takes to segment and however far the drive goes on meanwhile.
         self.sync.hold(stamp, slop)
+        self.ground_truth.hold(stamp)
         try:
             rgb = frame_rgb(msg, settings.max_image_pixels)
             frame = pipeline.segment(rgb)
@@ -261,12 +280,14 @@ class EmerDiffNode(LifecycleNode):
             self._skip("bad_images", f"skipping image: {exc}")
             return
         finally:
-            clouds = self.sync.release()
+            clouds, ground_truth = self.sync.release(), self.ground_truth.release()
         for sensor in SENSORS:
             if sensor not in clouds:
                 self.health.count(f"unmatched_{sensor}")
         wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
-        outputs, report = frame_outputs(rgb, frame.labels, clouds, self.camera, settings, wanted)
+        camera = CameraModel.from_fov(rgb.shape[1], rgb.shape[0], settings.camera_fov) if settings.camera_fov \
+            else self.camera
+        outputs, report = frame_outputs(rgb, frame.labels, clouds, camera, settings, wanted)
         for output in outputs:
             out_header = header if output.frame_id is None else Header(stamp=header.stamp, frame_id=output.frame_id)
             self._outputs[output.name].publish(to_layout_message(OUTPUTS[output.name], output.layout, out_header))
@@ -276,8 +297,24 @@ class EmerDiffNode(LifecycleNode):
             self._skip("cloud_errors", f"no labelled {sensor} cloud for this frame: {reason}", kind=f"error_{sensor}")
         if report.without_camera:
             self._skip("clouds_without_camera_info", "no camera_info yet: clouds are not labelled")
+        if self.live is not None:
+            self._score(frame.labels, ground_truth, header)
         self.processed_rate.tick()
         self.health.frame_done(frame.segmentation.stats, self._latency(stamp), waited, time.monotonic() - started)
+
+    def _score(self, labels, ground_truth: Image | None, header) -> None:
+        if ground_truth is None:
+            self._skip("frames_without_ground_truth", f"no ground truth within sync_slop of frame "
+                                                      f"{_seconds(header.stamp)}: it is not scored")
+            return
+        try:
+            values = self.live.add(labels, label_pixels(ground_truth))
+        except (MessageError, ScoringError) as exc:
+            self._skip("bad_ground_truth", f"ground truth of frame {_seconds(header.stamp)} not scored: {exc}")
+            return
+        self.health.count("scored_frames")
+        for name, value in values.items():
+            self._scores[f"score/{name}"].publish(Float32(data=value))
 
     def _latency(self, stamp: int) -> float | None:
         """Seconds from the frame's stamp to now on the node's clock, or None when that means nothing."""
@@ -309,6 +346,7 @@ class EmerDiffNode(LifecycleNode):
             pipeline.configure(segmenter, settings)
         self.gate.set_max_rate(settings.max_rate_hz)
         self.sync.set_horizon(int(settings.cloud_buffer_seconds * 1e9))
+        self.ground_truth.slop = int(settings.sync_slop * 1e9)
         return SetParametersResult(successful=True)
 
     def _on_timer(self) -> None:
@@ -321,6 +359,7 @@ class EmerDiffNode(LifecycleNode):
             self.health, self.get_clock().now().to_msg(), name=f"{NODE_NAME}: segmentation",
             hardware_id=self.device, state=self.lifecycle_state, input_rate=self.input_rate.rate(),
             processed_rate=self.processed_rate.rate(), dropped=self.gate.replaced, smoke_note=self.smoke_note,
+            live=self.live,
         ))
 
 

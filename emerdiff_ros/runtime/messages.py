@@ -93,6 +93,22 @@ def image_to_rgb(msg, max_pixels: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, list(order)])
 
 
+MONO = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16}
+
+
+def label_pixels(msg) -> np.ndarray:
+    """A label or ground-truth Image's pixels: (H, W) values for mono8/mono16, else (H, W, 3) RGB."""
+    if msg.encoding not in MONO:
+        return image_to_rgb(msg)
+    dtype = np.dtype(MONO[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
+    row = msg.width * dtype.itemsize
+    if msg.step < row or len(msg.data) != msg.step * msg.height:
+        raise MessageError(f"{msg.encoding} image {msg.width}x{msg.height} with step {msg.step} and "
+                           f"{len(msg.data)} bytes")
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
+    return np.ascontiguousarray(rows).view(dtype).astype(MONO[msg.encoding])
+
+
 def image_layout(pixels: np.ndarray) -> dict:
     """Image fields (all but the header) for labels (mono8/mono16) or an RGB image (rgb8)."""
     if pixels.ndim == 3:

@@ -32,6 +32,10 @@ OUTPUTS: dict[str, str] = {
     PROJECTION: IMAGE,  # rgb8: the clouds' points in their label colours over the frame (checks extrinsics)
     **{f"{sensor}/{kind}": CLOUD for sensor in SENSORS for kind in ("points", "labeled")},
 }
+FLOAT = "std_msgs/msg/Float32"
+# Live scoring against ground truth (only with ground_truth_format): percentages a plotting tool graphs.
+SCORES: dict[str, str] = {f"score/{name}": FLOAT for name in ("frame_miou", "frame_pixel_accuracy", "drive_miou",
+                                                                "drive_pixel_accuracy")}
 POINT_RADIUS = {"lidar": 1, "radar": 3}  # pixels; radar detections are few and matter
 
 

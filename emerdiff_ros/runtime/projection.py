@@ -49,6 +49,12 @@ class CameraModel:
     width: int
     height: int
 
+    @classmethod
+    def from_fov(cls, width: int, height: int, fov_deg: float) -> "CameraModel":
+        """A pinhole camera of horizontal field of view fov_deg, square pixels, centred: CARLA's cameras."""
+        focal = width / (2.0 * np.tan(np.radians(fov_deg) / 2.0))
+        return cls(float(focal), float(focal), width / 2.0, height / 2.0, width, height)
+
     def resized(self, width: int, height: int) -> "CameraModel":
         """The same camera for an image of another size (intrinsics scale with it)."""
         if (width, height) == (self.width, self.height):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..engine.config import check_fields, param
+from ..scoring import CARLA_FAMILIES, DEFAULT_CARLA_VERSION, ClassMap, ground_truth_format
 
 # The rig of config/carla_sensors.json (the CARLA bridge's default ego sensors), vehicle frame.
 CAMERA_POSE = (2.0, 0.0, 2.0, 0.0, 0.0, 0.0)
@@ -40,6 +41,16 @@ class StreamSettings:
     qos_depth: int = param(5, "input subscriptions' queue depth", low=1, high=1000, read_only=True)
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
                                       read_only=True)
+    camera_fov: float = param(0.0, "horizontal field of view (degrees) to derive the intrinsics from the frame's size "
+                              "as CARLA does, instead of camera_info (CARLA's own ROS 2 camera_info is wrong); 0 "
+                              "uses camera_info", low=0.0, high=179.0)
+    ground_truth_format: str = param("", "encoding of the `ground_truth` input for live scoring: a format of emerdiff "
+                                     "eval (carla-palette as the bridge publishes it, carla-tags for raw tags in the "
+                                     "red channel, ...) or a class map file; empty: no live scoring", read_only=True,
+                                     may_be_empty=True)
+    carla_version: str = param(DEFAULT_CARLA_VERSION, "CARLA release whose tag numbering and palette the carla-tags "
+                               "and carla-palette ground truth follow (0.9.5, 0.9.13, 0.9.14 and later)",
+                               read_only=True)
     autostart: bool = param(True, "configure (load the model) and activate at start-up; false leaves the "
                             "lifecycle node unconfigured until told", read_only=True)
     shutdown_timeout: float = param(30.0, "seconds Ctrl-C or deactivate waits for the accepted frames to be "
@@ -48,6 +59,15 @@ class StreamSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.ground_truth_format:
+            self.scoring_format()  # a name or class map that cannot be used stops here, with the reason
+
+    def scoring_format(self) -> ClassMap | None:
+        """The ground truth's class map for live scoring, or None without it."""
+        if not self.ground_truth_format:
+            return None
+        version = self.carla_version if self.ground_truth_format in CARLA_FAMILIES else None
+        return ground_truth_format(self.ground_truth_format, version)
 
     def replace(self, **changes) -> "StreamSettings":
         return replace(self, **changes)

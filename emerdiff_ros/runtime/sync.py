@@ -110,3 +110,54 @@ class _Held(Generic[T]):
         gap = abs(stamp_ns - self.stamp)
         if gap <= self.slop and (sensor not in self.found or gap < abs(self.found[sensor][0] - self.stamp)):
             self.found[sensor] = (stamp_ns, item)
+
+
+class FrameCompanions(Generic[T]):
+    """Messages that each belong to one camera frame (the semantic camera's ground truth), kept only while
+    their frame can still be segmented: a few recent ones, and those of the frames waiting or in progress.
+
+    Unlike clouds, these are full images: a horizon's worth would cost hundreds of MB, and only the frames
+    the worker takes need theirs.
+    """
+
+    RECENT = 8  # companions kept for frames not seen yet (a tick's messages come in any order)
+    FRAMES = 3  # newest frames kept waiting for their companion
+
+    def __init__(self, slop_ns: int):
+        self._lock = threading.Lock()
+        self.slop = slop_ns
+        self._recent: list[tuple[int, T]] = []
+        self._frames: dict[int, _Held] = {}  # frame stamp -> its companion so far, newest frames last
+        self._held: _Held | None = None
+
+    def frame(self, stamp_ns: int) -> None:
+        """A camera frame was offered for segmentation."""
+        with self._lock:
+            slot = self._frames.pop(stamp_ns, None) or self._seeded(stamp_ns)
+            self._frames[stamp_ns] = slot
+            while len(self._frames) > self.FRAMES:
+                del self._frames[next(iter(self._frames))]
+
+    def add(self, stamp_ns: int, item: T) -> None:
+        with self._lock:
+            self._recent = [*self._recent[-(self.RECENT - 1):], (stamp_ns, item)]
+            for slot in (*self._frames.values(), self._held):
+                if slot is not None:
+                    slot.offer("", stamp_ns, item)
+
+    def hold(self, stamp_ns: int) -> None:
+        """The worker took the frame: its companion, if any yet, and any that comes, stay until release()."""
+        with self._lock:
+            self._held = self._frames.pop(stamp_ns, None) or self._seeded(stamp_ns)
+
+    def release(self) -> T | None:
+        with self._lock:
+            held, self._held = self._held, None
+        found = None if held is None else held.found.get("")
+        return None if found is None else found[1]
+
+    def _seeded(self, stamp_ns: int) -> "_Held":
+        slot = _Held(stamp_ns, self.slop)
+        for stamp, item in self._recent:
+            slot.offer("", stamp, item)
+        return slot

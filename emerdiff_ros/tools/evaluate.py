@@ -16,12 +16,13 @@ import yaml
 from PIL import Image
 
 from .. import scoring
-from ..runtime.messages import MessageError, image_to_rgb, stamp_ns
+from ..runtime.messages import MessageError, stamp_ns
+from ..runtime.messages import label_pixels as message_label_pixels
+from ..runtime.outputs import LABELS, output_topic
 from ..scoring import ClassMap, RunningScore, ScoringError
 
-LABELS_TOPIC = "/emerdiff/labels"
+LABELS_TOPIC = output_topic(LABELS)
 GT_TOPIC = "/carla/ego_vehicle/semantic_segmentation_front/image"  # the bridge rig's semantic camera
-MONO = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16}
 
 
 @dataclass
@@ -228,19 +229,11 @@ def _checked(evaluation: Evaluation) -> Evaluation:
 
 
 def label_pixels(msg) -> np.ndarray:
-    """An Image message's pixels: (H, W) for mono8/mono16, else (H, W, 3) RGB."""
-    if msg.encoding not in MONO:
-        try:
-            return image_to_rgb(msg)
-        except MessageError as exc:
-            raise ScoringError(str(exc)) from None
-    dtype = np.dtype(MONO[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
-    row = msg.width * dtype.itemsize
-    if msg.step < row or len(msg.data) != msg.step * msg.height:
-        raise ScoringError(f"{msg.encoding} image {msg.width}x{msg.height} with step {msg.step} and "
-                           f"{len(msg.data)} bytes")
-    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
-    return np.ascontiguousarray(rows).view(dtype).astype(MONO[msg.encoding])
+    """A ground-truth or label Image message's pixels (runtime.messages.label_pixels), or a ScoringError."""
+    try:
+        return message_label_pixels(msg)
+    except MessageError as exc:
+        raise ScoringError(str(exc)) from None
 
 
 def _stamp_text(stamp: int) -> str:
