@@ -6,13 +6,16 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from rosbags.highlevel import AnyReaderError
 
 from .carla import command as carla_rig
+from .distributed.cluster import ClusterError
 from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fields
 from .engine.config import param_specs
+from .engine.jobs import runner_for
 from .runtime.settings import StreamSettings
 from .scoring import DEFAULT_CARLA_VERSION, ClassMap, ScoringError, format_names, ground_truth_format
 from .tools.bag import STORAGES, BagError, BagTopics
@@ -91,6 +94,40 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("on a Ray cluster (pip install 'emerdiff_ros[ray]'); the outputs are the same "
+                                      "as without")
+    group.add_argument("--ray", metavar="ADDRESS",
+                       help="segment on Ray workers: local (a cluster on this machine for this command), auto (the "
+                            "cluster `ray start` made on this machine), HOST:PORT or ray://HOST:PORT")
+    group.add_argument("--ray-workers", type=int, metavar="N",
+                       help="workers, each loading the model once (default: one per GPU of the cluster; without "
+                            "GPUs one per --ray-cpus-per-worker CPUs)")
+    group.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
+                       help="GPUs each worker holds (default 1 on a cluster with GPUs, else 0; 0.5 puts two on a GPU)")
+    group.add_argument("--ray-cpus-per-worker", type=float, metavar="C",
+                       help="CPUs each worker reserves (default 1 with a GPU; without, the torch threads each runs, "
+                            "which are this process's: set OMP_NUM_THREADS to change them)")
+
+
+def check_ray_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, config: EmerDiffConfig) -> None:
+    given = [flag for flag, value in (("--ray-workers", args.ray_workers), ("--ray-gpus-per-worker",
+             args.ray_gpus_per_worker), ("--ray-cpus-per-worker", args.ray_cpus_per_worker)) if value is not None]
+    if args.ray is None:
+        if given:
+            parser.error(f"{', '.join(given)} need --ray ADDRESS")
+        return
+    if args.ray_workers is not None and args.ray_workers < 1:
+        parser.error(f"--ray-workers must be at least 1, got {args.ray_workers}")
+    if args.ray_gpus_per_worker is not None and args.ray_gpus_per_worker < 0:
+        parser.error(f"--ray-gpus-per-worker must be 0 or more, got {args.ray_gpus_per_worker:g}")
+    if args.ray_cpus_per_worker is not None and not args.ray_cpus_per_worker > 0:
+        parser.error(f"--ray-cpus-per-worker must be more than 0, got {args.ray_cpus_per_worker:g}")
+    if config.device.startswith("cuda:"):
+        parser.error(f"--device {config.device} picks a GPU, but with --ray each worker gets its own from Ray: "
+                     f"use --device auto or cuda")
+
+
 def add_ground_truth_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_argument_group("ground truth encoding")
     which = group.add_mutually_exclusive_group(required=required)
@@ -123,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--consistent", action="store_true",
                      help="one set of cluster centres fitted on all frames: a label means the same in every frame")
     add_method_flag(seg)
+    add_ray_flags(seg)
     add_config_flags(seg)
 
     bench = commands.add_parser("bench", help="measure seconds, UNet evaluations and memory per frame")
@@ -132,9 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     add_config_flags(bench)
 
-    bag = commands.add_parser("bag", help="segment a rosbag2 or ROS 1 bag into a new rosbag2 with the node's outputs")
-    bag.add_argument("input", type=Path, help="rosbag2 folder or ROS 1 .bag file")
-    bag.add_argument("output", type=Path, help="the new rosbag2 (never an existing path)")
+    bag = commands.add_parser("bag", help="segment rosbag2 or ROS 1 bags into new rosbag2s with the node's outputs",
+                              description="Segment a bag into a new rosbag2 with the node's outputs: emerdiff bag IN "
+                                          "OUT. Several bags in one run: emerdiff bag IN IN... OUT, OUT then being a "
+                                          "folder that receives one new bag per input, named after it.")
+    bag.add_argument("input", type=Path, nargs="+", metavar="IN", help="rosbag2 folder or ROS 1 .bag file")
+    bag.add_argument("output", type=Path, metavar="OUT",
+                     help="with one IN, the new rosbag2; with several, a folder: each IN goes to OUT/<its folder "
+                          "name, or its .bag file's name without .bag> (never an existing bag)")
     defaults = BagTopics()
     for name in ("image", "camera_info", "lidar", "radar"):
         bag.add_argument(f"--{name.replace('_', '-')}-topic", dest=f"{name}_topic", default=getattr(defaults, name),
@@ -143,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--resume", action="store_true", help="finish an interrupted run into the same output")
     bag.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output storage (default mcap)")
     add_method_flag(bag)
+    add_ray_flags(bag)
     _add_flags(bag.add_argument_group("matching, labelled clouds and tracking, as the node"), _offline_specs(),
                "default")
     add_config_flags(bag, preset="carla")
@@ -197,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Errors in the user's input (files included): one line and exit status 2, never a traceback.
-USER_ERRORS = (CommandError, ScoringError, BagError, AnyReaderError, OSError)
+USER_ERRORS = (CommandError, ScoringError, BagError, AnyReaderError, OSError, ClusterError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +270,24 @@ def _load(config: EmerDiffConfig):
         raise CommandError(str(exc)) from None
 
 
+@contextmanager
+def _engine(args: argparse.Namespace, config: EmerDiffConfig):
+    """The segmenter, or with --ray a pool of workers on the cluster that each load the model once."""
+    if args.ray is None:
+        yield _load(config)
+        return
+    from .distributed import RayRunner, connect
+
+    with connect(args.ray):
+        try:
+            runner = RayRunner(config, args.ray_workers, gpus_per_worker=args.ray_gpus_per_worker,
+                               cpus_per_worker=args.ray_cpus_per_worker)
+        except ValueError as exc:  # a device or layer the workers' machines or model do not have
+            raise CommandError(str(exc)) from None
+        with runner:
+            yield runner
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "eval":
         return _evaluate(parser, args)
@@ -236,26 +298,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from .tools.images import list_images
         from .tools.segment import segment_images
 
+        check_ray_flags(parser, args, config)
         images = list_images(args.input)
         if not images:
             raise CommandError(f"no images in {args.input}")
-        segmenter = _load(config)
-        try:
-            summary = segment_images(segmenter, images, args.out, resume=args.resume,
-                                     consistent=args.consistent, method=args.method)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        print("\n".join(summary.lines()))
+        with _engine(args, config) as engine:
+            try:
+                summary = segment_images(engine, images, args.out, resume=args.resume,
+                                         consistent=args.consistent, method=args.method)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            print("\n".join(summary.lines() + runner_for(engine).lines()))
         return 1 if summary.failed else 0
     if args.command == "bag":
-        from .tools.bag import segment_bag
-
-        topics = BagTopics(args.image_topic, args.camera_info_topic, args.lidar_topic, args.radar_topic)
-        settings = settings_from_args(parser, args)
-        summary = segment_bag(_load(config), settings, args.input, args.output, topics=topics,
-                              every=args.every, resume=args.resume, storage=args.storage, method=args.method)
-        print("\n".join(summary.lines(args.output)))
-        return 0
+        return _bag(parser, args, config)
     if args.command == "sweep":
         return _sweep(parser, args, config)
     if args.command == "bench":
@@ -276,6 +332,30 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"outputs in {args.out}/")
         return 0
     raise AssertionError(args.command)
+
+
+def _bag(parser: argparse.ArgumentParser, args: argparse.Namespace, config: EmerDiffConfig) -> int:
+    from .tools.bag import segment_bag, segment_fleet
+
+    check_ray_flags(parser, args, config)
+    settings = settings_from_args(parser, args)
+    options = dict(topics=BagTopics(args.image_topic, args.camera_info_topic, args.lidar_topic, args.radar_topic),
+                   every=args.every, resume=args.resume, storage=args.storage, method=args.method)
+    with _engine(args, config) as engine:
+        if len(args.input) == 1:
+            print("\n".join(segment_bag(engine, settings, args.input[0], args.output, **options).lines(args.output)))
+        else:
+            written = 0
+            for src, dst, summary in segment_fleet(engine, settings, args.input, args.output, **options):
+                if summary is None:
+                    print(f"{src}: {dst} was written whole by an earlier run")
+                else:
+                    written += 1
+                    print("\n".join([f"{src}:", *summary.lines(dst)]))
+            print(f"bags: {written} written now, {len(args.input) - written} by an earlier run")
+        for line in runner_for(engine).lines():
+            print(line)
+    return 0
 
 
 def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: EmerDiffConfig) -> int:

@@ -1,4 +1,7 @@
-"""Camera frames to stable labels (node and bag tool alike): segment, then track the label values."""
+"""Camera frames to stable labels (node and bag tool alike): segment, then track the label values.
+
+Tracking is its own step (stable_labels) so frames segmented elsewhere, on a pool of workers, are
+tracked here in stamp order exactly as the node tracks them."""
 
 from __future__ import annotations
 
@@ -17,6 +20,15 @@ from .tracker import LabelTracker
 class SegmentedFrame:
     labels: np.ndarray  # stable label values when tracking, else the frame's cluster ids
     segmentation: Segmentation
+
+
+def stable_labels(tracker: LabelTracker, result: Segmentation, track: bool) -> np.ndarray:
+    """The frame's labels with stable values (its own cluster ids when not tracking); frames in stamp order."""
+    if not track:
+        return result.labels
+    ids = tracker.assign(result.masks.centers)
+    size = max(tracker.size, result.masks.num_masks)
+    return LabelTracker.relabel(result.labels, ids, label_dtype(size))
 
 
 class FramePipeline:
@@ -39,9 +51,4 @@ class FramePipeline:
         with self._lock:
             segmenter, settings = self.segmenter, self.settings
         result = segmenter.segment(rgb, method=method)
-        labels = result.labels
-        if settings.track_labels:
-            ids = self.tracker.assign(result.masks.centers)
-            size = max(self.tracker.size, result.masks.num_masks)
-            labels = LabelTracker.relabel(labels, ids, label_dtype(size))
-        return SegmentedFrame(labels, result)
+        return SegmentedFrame(stable_labels(self.tracker, result, settings.track_labels), result)

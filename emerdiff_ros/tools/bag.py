@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from rosbags.convert.converter import create_connections_converters
@@ -28,12 +29,14 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from ..engine import Segmenter
+from ..engine.jobs import FrameRunner, SegmentJob, runner_for
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
 from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, frame_outputs, output_topic
-from ..runtime.pipeline import FramePipeline
+from ..runtime.pipeline import stable_labels
 from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
+from ..runtime.tracker import LabelTracker
 from ..scoring import BAG_LABEL_IDS_KEY, ids_value
 
 log = logging.getLogger(__name__)
@@ -92,36 +95,44 @@ def work_dir(dst: Path) -> Path:
     return dst.parent / f".{dst.name}.partial"
 
 
-def segment_bag(segmenter: Segmenter, settings: StreamSettings, src: Path, dst: Path, *,
-                topics: BagTopics = BagTopics(), every: int = 1, resume: bool = False, storage: str = "mcap",
-                method: str = "emerdiff", progress: bool = True) -> BagSummary:
-    src, dst = src.resolve(), dst.resolve()
-    if every < 1:
-        raise BagError(f"--every must be at least 1, got {every}")
+def check_output(src: Path, dst: Path, resume: bool) -> None:
+    """The checks that need no reading: run for every bag of a fleet before the first one starts."""
     if not src.exists():
         raise BagError(f"no such bag: {src}")
     if dst == src or src in dst.parents:
         raise BagError(f"the output {dst} must not be the input or inside it")
     if dst.exists():
         raise BagError(f"{dst} exists; emerdiff never overwrites a bag, choose another output")
+    if work_dir(dst).exists() and not resume:
+        raise BagError(f"an interrupted run left {work_dir(dst)}: pass --resume to finish it, or delete it")
+
+
+def segment_bag(engine: Segmenter | FrameRunner, settings: StreamSettings, src: Path, dst: Path, *,
+                topics: BagTopics = BagTopics(), every: int = 1, resume: bool = False, storage: str = "mcap",
+                method: str = "emerdiff", progress: bool = True) -> BagSummary:
+    """Segment src into the new bag dst, here (a Segmenter) or on a pool of workers (a runner): the
+    bags are the same."""
+    runner = runner_for(engine)
+    src, dst = src.resolve(), dst.resolve()
+    if every < 1:
+        raise BagError(f"--every must be at least 1, got {every}")
+    check_output(src, dst, resume)
     work = work_dir(dst)
     job = {"src": str(src), "topics": asdict(topics), "every": every, "method": method,
-           "config": segmenter.config.as_params(), "settings": {k: list(v) if isinstance(v, tuple) else v
-                                                               for k, v in asdict(settings).items()}}
+           "config": runner.config.as_params(), "settings": {k: list(v) if isinstance(v, tuple) else v
+                                                             for k, v in asdict(settings).items()}}
     if work.exists():
-        if not resume:
-            raise BagError(f"an interrupted run left {work}: pass --resume to finish it, or delete it")
         if json.loads((work / "job.json").read_text()) != job:
             raise BagError(f"{work} belongs to a run with other inputs or parameters; delete it to start afresh")
     else:
         (work / "frames").mkdir(parents=True)
         (work / "job.json").write_text(json.dumps(job))
 
-    summary = BagSummary(smoke_note=segmenter.model.smoke_note)
+    summary = BagSummary(smoke_note=runner.smoke_note)
     with AnyReader([src]) as reader:
         _check_topics(reader, topics)
         index = _index(reader, topics, settings, every, summary)
-        _segment(reader, topics, FramePipeline(segmenter, settings), method, index, every, work, summary, progress)
+        _segment(reader, topics, runner, settings, method, index, every, work, summary, progress)
         # Written inside the work folder under the final name, so the storage file inside it (and
         # metadata.yaml's reference to it) is <name>.mcap, not a hidden temporary name.
         writing = work / "output" / dst.name
@@ -130,6 +141,35 @@ def segment_bag(segmenter: Segmenter, settings: StreamSettings, src: Path, dst: 
     os.replace(writing, dst)
     shutil.rmtree(work)
     return summary
+
+
+def fleet_outputs(sources: list[Path], out: Path) -> list[Path]:
+    """Where each of several input bags goes: OUT/<the rosbag2 folder's name, or the ROS 1 file's stem>."""
+    outputs: dict[Path, Path] = {}
+    for src in sources:
+        dst = out / (src.stem if src.is_file() else src.resolve().name)
+        if dst in outputs:
+            raise BagError(f"{outputs[dst]} and {src} would both be written to {dst}; segment them in two runs")
+        outputs[dst] = src
+    return list(outputs)
+
+
+def segment_fleet(engine: Segmenter | FrameRunner, settings: StreamSettings, sources: list[Path], out: Path, *,
+                  resume: bool = False, **options) -> Iterator[tuple[Path, Path, BagSummary | None]]:
+    """Each input bag into OUT/<its name>, one after another on the same runner: (input, output, summary),
+    the summary None for a bag written whole by an earlier run (--resume)."""
+    outputs = fleet_outputs(sources, out)
+    finished = {dst for dst in outputs if resume and dst.exists()}  # renamed into place only when whole
+    for src, dst in zip(sources, outputs):
+        if dst not in finished:
+            check_output(src.resolve(), dst.resolve(), resume)
+    out.mkdir(parents=True, exist_ok=True)
+    for src, dst in zip(sources, outputs):
+        if dst in finished:
+            shutil.rmtree(work_dir(dst), ignore_errors=True)  # a run stopped between the rename and the clean-up
+            yield src, dst, None
+        else:
+            yield src, dst, segment_bag(engine, settings, src, dst, resume=resume, **options)
 
 
 def _check_topics(reader: AnyReader, topics: BagTopics) -> None:
@@ -196,34 +236,43 @@ def _frame_file(work: Path, ordinal: int) -> Path:
     return work / "frames" / f"{ordinal:08d}.npz"
 
 
-def _segment(reader, topics, pipeline: FramePipeline, method: str, index: _Index, every: int, work: Path,
-             summary: BagSummary, progress: bool) -> None:
-    """Segment every selected frame not cached yet, in order, continuing the tracker where it stopped."""
+def _segment(reader, topics, runner: FrameRunner, settings: StreamSettings, method: str, index: _Index, every: int,
+             work: Path, summary: BagSummary, progress: bool) -> None:
+    """Segment every selected frame not cached yet; track and cache them in order, continuing the
+    tracker where it stopped."""
     selected = range(0, len(index.image_stamps), every)
     done = [i for i in selected if _frame_file(work, i).exists()]
     summary.from_cache = len(done)
     if len(done) == len(selected):
         return
+    tracker = LabelTracker(settings.track_smoothing)
     if done:
         with np.load(_frame_file(work, done[-1])) as cached:
-            pipeline.tracker.restore(cached["tracker"])
+            tracker.restore(cached["tracker"])
+
+    def jobs():
+        for ordinal, (conn, _, raw) in enumerate(reader.messages(connections=_connections(reader, topics.image))):
+            if ordinal % every or _frame_file(work, ordinal).exists():
+                continue
+            try:
+                rgb = frame_rgb(reader.deserialize(raw, conn.msgtype))
+            except MessageError as exc:
+                log.warning("skipping frame %d: %s", ordinal, exc)
+                yield (ordinal, str(exc)), None
+            else:
+                yield (ordinal, None), SegmentJob(rgb, method)
+
     bar = tqdm(total=len(selected), initial=len(done), desc="segment", unit="frame", disable=not progress)
-    for ordinal, (conn, _, raw) in enumerate(reader.messages(connections=_connections(reader, topics.image))):
-        if ordinal % every or _frame_file(work, ordinal).exists():
-            continue
-        try:
-            rgb = frame_rgb(reader.deserialize(raw, conn.msgtype))
-        except MessageError as exc:
-            log.warning("skipping frame %d: %s", ordinal, exc)
-            result = {"bad": str(exc)}
+    for (ordinal, bad), segmentation in runner.run(jobs()):
+        if segmentation is None:
+            result = {"bad": bad}
         else:
-            frame = pipeline.segment(rgb, method=method)
+            result = {"labels": stable_labels(tracker, segmentation, settings.track_labels)}
             summary.segmented += 1
-            summary.seconds.append(frame.segmentation.stats.seconds)
-            result = {"labels": frame.labels}
+            summary.seconds.append(segmentation.stats.seconds)
         partial = work / "frames" / f".{ordinal:08d}.npz"
         with open(partial, "wb") as f:  # written whole, then renamed: a crash never leaves half a frame
-            np.savez(f, tracker=pipeline.tracker.state(), **result)
+            np.savez(f, tracker=tracker.state(), **result)
         os.replace(partial, _frame_file(work, ordinal))
         bar.update()
     bar.close()

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..engine import EncodedFrame, FrameStats, Segmentation, Segmenter
+from ..engine import EmerDiffConfig, Segmentation, Segmenter
+from ..engine.jobs import FeaturesJob, FrameFeatures, FrameRunner, LabelJob, SegmentJob, runner_for
 from ..engine.masks import kmeans_masks
 from ..runtime.palette import overlay
 from ..scoring import folder_ids_consistent, write_segment_manifest
@@ -92,22 +92,23 @@ def _read(path: Path, summary: SegmentSummary) -> np.ndarray | None:
         return None
 
 
-def _params(segmenter: Segmenter) -> str:
-    return json.dumps(segmenter.config.as_params(), sort_keys=True)
+def _params(config: EmerDiffConfig) -> str:
+    return json.dumps(config.as_params(), sort_keys=True)
 
 
 def _cached(out_dir: Path, image: Path) -> Path:
     return out_dir / FEATURES_DIR / f"{image.stem}.npz"
 
 
-def shared_centers(segmenter: Segmenter, images: list[Path], out_dir: Path, summary: SegmentSummary,
+def shared_centers(runner: FrameRunner, images: list[Path], out_dir: Path, summary: SegmentSummary,
                    progress: bool = True) -> np.ndarray:
     """Cluster centres fitted on the features of every frame (saved in out_dir, reused by --resume).
 
     Each frame's latent and features are kept on disk until the frame is labelled, so no frame's
-    features are computed twice; the seconds they took count in the frame's seconds."""
+    features are computed twice; the seconds they took count in the frame's seconds. Cells are
+    drawn from the frames in their order, so any runner fits the same centres."""
     saved = out_dir / CENTERS_FILE
-    params = _params(segmenter)
+    params = _params(runner.config)
     if saved.exists():
         with np.load(saved) as data:
             if str(data["params"]) != params:
@@ -115,25 +116,33 @@ def shared_centers(segmenter: Segmenter, images: list[Path], out_dir: Path, summ
             return data["centers"]
     (out_dir / FEATURES_DIR).mkdir(exist_ok=True)
     budget = max(1, MAX_FIT_CELLS // len(images))
-    rng = np.random.default_rng(segmenter.config.seed)
-    cells = []
-    for path in tqdm(images, desc="features", unit="frame", disable=not progress):
-        found = _load_cached(segmenter, out_dir, path)
-        if found is None:
+    rng = np.random.default_rng(runner.config.seed)
+    bar = tqdm(total=len(images), desc="features", unit="frame", disable=not progress)
+
+    def jobs():
+        for path in images:
+            found = _load_cached(runner.config, out_dir, path)
+            if found is not None:
+                yield (path, found), None
+                continue
             rgb = _read(path, summary)
             if rgb is None:
-                continue
-            with FrameStats.frame(segmenter.model.device) as stats:
-                frame = segmenter.encode(rgb, stats)
-                features = segmenter.features(frame, stats)
-            _save_cached(out_dir, path, frame, features, stats.seconds, params)
-        else:
-            _, features, _ = found
-        flat = features.reshape(-1, features.shape[-1])
+                bar.update()
+            else:
+                yield (path, None), FeaturesJob(rgb)
+
+    cells = []
+    for (path, found), computed in runner.run(jobs()):
+        if computed is not None:
+            _save_cached(out_dir, path, computed, params)
+            found = computed
+        flat = found.features.reshape(-1, found.features.shape[-1])
         cells.append(flat[rng.choice(len(flat), min(budget, len(flat)), replace=False)])
+        bar.update()
+    bar.close()
     if not cells:
         raise ValueError("no readable frames to fit shared cluster centres on")
-    cfg = segmenter.config
+    cfg = runner.config
     start = time.perf_counter()
     centers = kmeans_masks(np.concatenate(cells)[None], cfg.num_masks, cfg.kmeans_restarts, cfg.seed).centers
     summary.fit_seconds = time.perf_counter() - start
@@ -141,48 +150,30 @@ def shared_centers(segmenter: Segmenter, images: list[Path], out_dir: Path, summ
     return centers
 
 
-def _save_cached(out_dir: Path, image: Path, frame: EncodedFrame, features: np.ndarray, seconds: float,
-                 params: str) -> None:
+def _save_cached(out_dir: Path, image: Path, frame: FrameFeatures, params: str) -> None:
     final = _cached(out_dir, image)
     partial = final.with_name(f".{final.name}.partial")
     with open(partial, "wb") as f:
-        np.savez(f, latent=frame.latent.cpu().numpy(), image_size=frame.image_size,
-                 processing_size=frame.processing_size, features=features, seconds=seconds, params=params)
+        np.savez(f, latent=frame.latent, image_size=frame.image_size, processing_size=frame.processing_size,
+                 features=frame.features, seconds=frame.seconds, params=params)
     os.replace(partial, final)
 
 
-def _load_cached(segmenter: Segmenter, out_dir: Path, image: Path) -> tuple[EncodedFrame, np.ndarray, float] | None:
-    """(encoded frame, features, seconds they took) of the fitting pass, if kept for these parameters."""
+def _load_cached(config: EmerDiffConfig, out_dir: Path, image: Path) -> FrameFeatures | None:
+    """The fitting pass's latent, features and the seconds they took, if kept for these parameters."""
     path = _cached(out_dir, image)
     if not path.exists():
         return None
     with np.load(path) as data:
-        if str(data["params"]) != _params(segmenter):
+        if str(data["params"]) != _params(config):
             return None
-        latent = torch.from_numpy(data["latent"]).to(segmenter.model.device)
-        frame = EncodedFrame(tuple(int(v) for v in data["image_size"]), tuple(int(v) for v in data["processing_size"]),
-                             latent)
-        return frame, data["features"], float(data["seconds"])
+        return FrameFeatures(tuple(int(v) for v in data["image_size"]),
+                             tuple(int(v) for v in data["processing_size"]), data["latent"], data["features"],
+                             float(data["seconds"]))
 
 
 def _labelled(out_dir: Path, image: Path) -> bool:
     return all(p.exists() for p in output_paths(out_dir, image))
-
-
-def _segment_with_centers(segmenter: Segmenter, rgb: np.ndarray, path: Path, out_dir: Path, centers: np.ndarray,
-                          method: str) -> Segmentation:
-    """Labels from the shared centres, reusing the fitting pass's latent and features when kept."""
-    found = _load_cached(segmenter, out_dir, path)
-    with FrameStats.frame(segmenter.model.device) as stats:
-        if found is None:
-            frame = segmenter.encode(rgb, stats)
-            features, earlier = segmenter.features(frame, stats), 0.0
-        else:
-            frame, features, earlier = found
-        masks = segmenter.cluster(features, stats, centers)
-        labels = segmenter.refine(frame, masks, stats) if method == "emerdiff" else segmenter.lowres(frame, masks, stats)
-    stats.seconds += earlier  # the frame's encoding and features, computed in the fitting pass
-    return Segmentation(labels, masks, stats, segmenter.model.smoke_note)
 
 
 def _check_manifest(out_dir: Path, consistent: bool, resume: bool) -> None:
@@ -194,37 +185,48 @@ def _check_manifest(out_dir: Path, consistent: bool, resume: bool) -> None:
                          f"the same way (mixing would leave label ids that mean different things)")
 
 
-def segment_images(segmenter: Segmenter, images: list[Path], out_dir: Path, *, resume: bool = False,
+def segment_images(engine: Segmenter | FrameRunner, images: list[Path], out_dir: Path, *, resume: bool = False,
                    progress: bool = True, consistent: bool = False, method: str = "emerdiff") -> SegmentSummary:
-    """Segment every image; with consistent, one set of cluster centres serves every frame."""
+    """Segment every image, here (a Segmenter) or on a pool of workers (a runner); the outputs are the
+    same. With consistent, one set of cluster centres serves every frame."""
     start = time.perf_counter()
+    runner = runner_for(engine)
+    config = runner.config
     check_unique_stems(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, consistent, resume)
-    summary = SegmentSummary(smoke_note=segmenter.model.smoke_note)
+    summary = SegmentSummary(smoke_note=runner.smoke_note)
     if not resume:
         (out_dir / CENTERS_FILE).unlink(missing_ok=True)
         shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
     write_segment_manifest(out_dir, consistent, centers=CENTERS_FILE if consistent else None, method=method,
-                           model=segmenter.config.model, params=segmenter.config.as_params())
-    centers = shared_centers(segmenter, images, out_dir, summary, progress) if consistent else None
-    for path in tqdm(images, desc="segment", unit="frame", disable=not progress):
-        if resume and _labelled(out_dir, path):
-            summary.skipped += 1
-            _cached(out_dir, path).unlink(missing_ok=True)
-            continue
-        rgb = _read(path, summary)
-        if rgb is None:
-            continue
-        if consistent:
-            result = _segment_with_centers(segmenter, rgb, path, out_dir, centers, method)
-        else:
-            result = segmenter.segment(rgb, method=method)
-        save_segmentation(out_dir, path, rgb, result, segmenter.config.model)
+                           model=config.model, params=config.as_params())
+    centers = shared_centers(runner, images, out_dir, summary, progress) if consistent else None
+    bar = tqdm(total=len(images), desc="segment", unit="frame", disable=not progress)
+
+    def jobs():
+        for path in images:
+            if resume and _labelled(out_dir, path):
+                summary.skipped += 1
+                _cached(out_dir, path).unlink(missing_ok=True)
+                bar.update()
+                continue
+            rgb = _read(path, summary)
+            if rgb is None:
+                bar.update()
+                continue
+            found = _load_cached(config, out_dir, path) if consistent else None
+            # with shared centres, the fitting pass's latent and features when kept
+            yield (path, rgb), SegmentJob(rgb, method, centers) if found is None else LabelJob(found, centers, method)
+
+    for (path, rgb), result in runner.run(jobs()):
+        save_segmentation(out_dir, path, rgb, result, config.model)
         _cached(out_dir, path).unlink(missing_ok=True)
         summary.done += 1
         summary.seconds.append(result.stats.seconds)
         summary.masks.append(result.stats.masks)
+        bar.update()
+    bar.close()
     shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
     summary.wall_seconds = time.perf_counter() - start
     return summary
