@@ -96,6 +96,7 @@ def main() -> int:
           f"{health['unmatched_lidar']} / {health['unmatched_radar']} | {health['time_jumps']} | "
           f"{health['processing_errors']} | {rss[0][1]:.0f} -> {rss[-1][1]:.0f} | {slope:+.2f} | "
           f"{np.median(latencies):.2f} / {max(latencies):.2f} |")
+    print("RSS MB by minute: " + " ".join(f"{mb:.0f}" for t, mb in rss if int(t) % 60 < 10))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"worker {health['worker_s']} s/frame (max {health['max_worker_s']})")
     return 0

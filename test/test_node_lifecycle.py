@@ -13,27 +13,44 @@ from ros_harness import bgra_image, camera_info, node_process, stamp
 pytestmark = pytest.mark.usefixtures("ros")
 
 
-def call(bridge, kind, service: str, request, timeout: float = 60.0):
-    client = bridge.create_client(kind, service)
-    try:
-        assert client.wait_for_service(timeout_sec=20), service
+class Lifecycle:
+    """`ros2 lifecycle` for /emerdiff: one client per service, each matched both ways before it is relied on.
+
+    A new client's request can reach the node before the node's reply writer has matched the client, and
+    the reply is then lost; so each client first makes calls without side effects until one is answered.
+    """
+
+    def __init__(self, bridge):
+        self.bridge = bridge
+        self.get = bridge.create_client(GetState, "/emerdiff/get_state")
+        self.change = bridge.create_client(ChangeState, "/emerdiff/change_state")
+        for client, harmless in ((self.get, GetState.Request()),
+                                 (self.change, ChangeState.Request(transition=Transition(id=255)))):  # no such
+            assert client.wait_for_service(timeout_sec=30)
+            deadline = time.monotonic() + 60
+            while self._answer(client, harmless, timeout=2.0) is None:
+                assert time.monotonic() < deadline, f"{client.srv_name} never answered"
+
+    @staticmethod
+    def _answer(client, request, timeout: float):
         future = client.call_async(request)
         deadline = time.monotonic() + timeout
         while not future.done():
-            assert time.monotonic() < deadline, f"{service} did not answer"
+            if time.monotonic() > deadline:
+                client.remove_pending_request(future)
+                return None
             time.sleep(0.02)
         return future.result()
-    finally:
-        bridge.destroy_client(client)
 
+    def transition(self, transition_id: int) -> bool:
+        answer = self._answer(self.change, ChangeState.Request(transition=Transition(id=transition_id)), 120.0)
+        assert answer is not None, f"transition {transition_id} was not answered"
+        return answer.success
 
-def transition(bridge, transition_id: int) -> bool:
-    return call(bridge, ChangeState, "/emerdiff/change_state",
-                ChangeState.Request(transition=Transition(id=transition_id))).success
-
-
-def state(bridge) -> str:
-    return call(bridge, GetState, "/emerdiff/get_state", GetState.Request()).current_state.label
+    def state(self) -> str:
+        answer = self._answer(self.get, GetState.Request(), 60.0)
+        assert answer is not None, "get_state was not answered"
+        return answer.current_state.label
 
 
 def frames_come_out(bridge, t: float, seconds: float) -> bool:
@@ -50,30 +67,31 @@ def frames_come_out(bridge, t: float, seconds: float) -> bool:
 def test_lifecycle_transitions_over_the_lifecycle_services(carla_frame):
     with node_process(autostart=False, connect=False) as (process, bridge):
         bridge.frame = carla_frame
-        assert state(bridge) == "unconfigured"
+        lifecycle = Lifecycle(bridge)
+        assert lifecycle.state() == "unconfigured"
         assert bridge.latest_diagnostics(timeout=10)["state"] == "unconfigured"
         assert not frames_come_out(bridge, 1.0, 2.0)  # nothing loaded, nothing subscribed
 
-        assert transition(bridge, Transition.TRANSITION_CONFIGURE) and state(bridge) == "inactive"
+        assert lifecycle.transition(Transition.TRANSITION_CONFIGURE) and lifecycle.state() == "inactive"
         assert not frames_come_out(bridge, 2.0, 2.0)  # the model is loaded, but inactive
 
-        assert transition(bridge, Transition.TRANSITION_ACTIVATE) and state(bridge) == "active"
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVATE) and lifecycle.state() == "active"
         assert frames_come_out(bridge, 3.0, 30.0)
 
-        assert transition(bridge, Transition.TRANSITION_DEACTIVATE) and state(bridge) == "inactive"
+        assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE) and lifecycle.state() == "inactive"
         assert not frames_come_out(bridge, 4.0, 2.0)
         assert bridge.latest_diagnostics()["state"] == "inactive"
 
-        assert transition(bridge, Transition.TRANSITION_ACTIVATE)  # the model was kept: no second load
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)  # the model was kept: no second load
         assert frames_come_out(bridge, 5.0, 30.0)
 
-        assert transition(bridge, Transition.TRANSITION_DEACTIVATE)
-        assert transition(bridge, Transition.TRANSITION_CLEANUP) and state(bridge) == "unconfigured"
-        assert transition(bridge, Transition.TRANSITION_CONFIGURE)  # loads again after cleanup freed it
-        assert transition(bridge, Transition.TRANSITION_ACTIVATE)
+        assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+        assert lifecycle.transition(Transition.TRANSITION_CLEANUP) and lifecycle.state() == "unconfigured"
+        assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)  # loads again after cleanup freed it
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
         assert frames_come_out(bridge, 6.0, 30.0)
 
-        assert transition(bridge, Transition.TRANSITION_ACTIVE_SHUTDOWN) and state(bridge) == "finalized"
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN) and lifecycle.state() == "finalized"
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
@@ -86,8 +104,9 @@ def test_deactivate_publishes_the_frame_it_accepted_before_it_returns(carla_fram
         bridge.frame = carla_frame
         assert frames_come_out(bridge, 1.0, 60.0)
         received = int(bridge.latest_diagnostics()["frames_received"])
+        lifecycle = Lifecycle(bridge)
         while int(bridge.latest_diagnostics()["frames_received"]) == received:
             bridge.image.publish(bgra_image(carla_frame, 2.0))  # until the node has it
-        assert transition(bridge, Transition.TRANSITION_DEACTIVATE)
+        assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
         labels = bridge.out["labels"].wait(2, timeout=5)
     assert stamp_ns(labels[-1].header.stamp) == stamp_ns(stamp(2.0))

@@ -21,10 +21,17 @@ pytestmark = pytest.mark.usefixtures("ros")
 def remote_parameters(bridge, names: list[str]) -> dict:
     client = bridge.create_client(GetParameters, "/emerdiff/get_parameters")
     assert client.wait_for_service(timeout_sec=20)
-    future = client.call_async(GetParameters.Request(names=names))
-    deadline = time.monotonic() + 20
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while True:  # a new client's first reply can be lost before the node's reply writer matches it: ask again
+        future = client.call_async(GetParameters.Request(names=names))
+        asked = time.monotonic()
+        while not future.done() and time.monotonic() < asked + 3:
+            time.sleep(0.05)
+        if future.done():
+            break
+        client.remove_pending_request(future)
+        assert time.monotonic() < deadline, "get_parameters never answered"
+    bridge.destroy_client(client)
     return {name: parameter_value_to_python(value) for name, value in zip(names, future.result().values)}
 
 

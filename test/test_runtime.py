@@ -139,6 +139,9 @@ def test_time_going_back_empties_the_buffers_and_matching_goes_on():
         sync.add("lidar", t * SECOND, f"first run {t}")
     # A bag loop (or a simulator restart): the same sensors, 60 s earlier.
     assert sync.add("lidar", 442 * SECOND, "loop 442") is Arrival.TIME_JUMP
+    # the first run's last messages, still in flight, neither jump time forward again nor count a second jump
+    assert sync.frame(502 * SECOND) is Arrival.STALE
+    assert sync.add("lidar", 502 * SECOND + 50_000_000, "first run, late") is Arrival.STALE
     assert sync.frame(442 * SECOND) is Arrival.KEPT  # one jump, seen once
     assert matched(sync, 442 * SECOND) == {"lidar": "loop 442"}
     assert matched(sync, 500 * SECOND) == {} and len(sync) == 1

@@ -46,7 +46,7 @@ class NodeHealth:
 
 COUNTERS = (
     "frames_received", "frames_processed", "processing_errors", "bad_images", "received_camera_info", "bad_camera_info",
-    "received_lidar", "received_radar", "bad_clouds", "future_stamps", "time_jumps", "unmatched_lidar",
+    "received_lidar", "received_radar", "bad_clouds", "future_stamps", "stale_stamps", "time_jumps", "unmatched_lidar",
     "unmatched_radar", "nan_points_lidar", "nan_points_radar", "cloud_errors", "clouds_without_camera_info",
 )
 

@@ -214,8 +214,11 @@ class EmerDiffNode(LifecycleNode):
             self._skip("bad_images", f"skipping image: {exc}")
             return
         stamp = stamp_ns(msg.header.stamp)
-        if self.sync.frame(stamp) is Arrival.TIME_JUMP:
+        arrival = self.sync.frame(stamp)
+        if arrival is Arrival.TIME_JUMP:
             self._time_jump("camera", msg)
+        elif arrival is Arrival.STALE:
+            self.health.count("stale_stamps")  # segmented all the same: it is the newest frame there is
         self.ground_truth.frame(stamp)
         self.gate.offer(msg)
 
@@ -245,6 +248,8 @@ class EmerDiffNode(LifecycleNode):
         elif arrival is Arrival.UNSTAMPED:
             self._skip("bad_clouds", f"skipping {name} cloud stamped 0: it cannot be matched to a frame",
                        kind=f"bad_{name}")
+        elif arrival is Arrival.STALE:
+            self.health.count("stale_stamps")  # from before time went back: no frame will match it
         elif arrival is Arrival.TIME_JUMP:
             self._time_jump(name, msg)
 

@@ -38,7 +38,9 @@ class StreamSettings:
     qos_reliability: str = param("best_available", "input subscriptions' reliability: best_available follows each "
                                  "publisher (reliable from a reliable one), best_effort, or reliable",
                                  choices=("best_available", "best_effort", "reliable"), read_only=True)
-    qos_depth: int = param(5, "input subscriptions' queue depth", low=1, high=1000, read_only=True)
+    # As deep as the bridge's publishers: a busy executor must not lose the clouds frames are matched with
+    # (with 5, a 10-minute 30 Hz soak on a loaded 2-core machine left 6% of frames without their LiDAR).
+    qos_depth: int = param(10, "input subscriptions' queue depth", low=1, high=1000, read_only=True)
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
                                       read_only=True)
     camera_fov: float = param(0.0, "horizontal field of view (degrees) to derive the intrinsics from the frame's size "

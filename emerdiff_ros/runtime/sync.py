@@ -27,6 +27,7 @@ class Arrival(Enum):
     KEPT = "kept"
     TIME_JUMP = "time_jump"  # kept, after every buffer was emptied: time went back
     FUTURE = "future"  # rejected: far ahead of the camera
+    STALE = "stale"  # rejected: from before time went back, still in flight
     UNSTAMPED = "unstamped"  # rejected: stamp 0 cannot be matched
 
 
@@ -42,6 +43,7 @@ class CloudSync(Generic[T]):
         self._buffers: dict[str, StampBuffer[T]] = {name: StampBuffer(1, horizon_ns) for name in sensors}
         self._newest: int | None = None  # newest stamp kept, any stream
         self._camera: int | None = None  # newest camera stamp since time last went back
+        self._before_jump: int | None = None  # the newest stamp before time last went back
         self._held: _Held | None = None  # the clouds of the frame in progress
         self.set_horizon(horizon_ns)
 
@@ -56,6 +58,8 @@ class CloudSync(Generic[T]):
         if stamp_ns == 0:
             return Arrival.UNSTAMPED
         with self._lock:
+            if self._stale(stamp_ns):
+                return Arrival.STALE
             jumped = self._observe(stamp_ns)
             self._camera = stamp_ns if self._camera is None else max(self._camera, stamp_ns)
         return Arrival.TIME_JUMP if jumped else Arrival.KEPT
@@ -64,6 +68,8 @@ class CloudSync(Generic[T]):
         if stamp_ns == 0:
             return Arrival.UNSTAMPED
         with self._lock:
+            if self._stale(stamp_ns):
+                return Arrival.STALE
             if self._camera is not None and stamp_ns > self._camera + self._horizon:
                 return Arrival.FUTURE
             jumped = self._observe(stamp_ns)
@@ -90,11 +96,17 @@ class CloudSync(Generic[T]):
     def __len__(self) -> int:
         return sum(len(buffer) for buffer in self._buffers.values())
 
+    def _stale(self, stamp_ns: int) -> bool:
+        """A message of the timeline time went back from, arriving late: it must not drag time forward again."""
+        return (self._before_jump is not None and stamp_ns > self._newest + self._horizon
+                and abs(stamp_ns - self._before_jump) <= self._horizon)
+
     def _observe(self, stamp_ns: int) -> bool:
         """Move the timeline to stamp_ns; True (and every buffer emptied) when that is a jump back."""
         if self._newest is not None and stamp_ns < self._newest - self._horizon:
             for buffer in self._buffers.values():
                 buffer.clear()
+            self._before_jump = self._newest
             self._newest, self._camera = stamp_ns, None
             return True
         self._newest = stamp_ns if self._newest is None else max(self._newest, stamp_ns)
