@@ -19,10 +19,10 @@ fi
 # torch first and on its own: asked for by another package, an unpinned torch pulls GBs of CUDA wheels.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet --disable-pip-version-check $TORCH_SPEC
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --use-pep517 -c constraints.txt -e ".[ros,test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --use-pep517 -c constraints.txt -e ".[ros,ray,test]"
 # The CARLA client (carla_rig) has wheels for some Pythons and platforms only: without it, everything
 # else works and carla_rig says what to install.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --use-pep517 -c constraints.txt -e ".[ros,test,carla]" \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --use-pep517 -c constraints.txt -e ".[ros,ray,test,carla]" \
   || echo "carla client not installed (wheels: Python 3.10-3.12 on x86-64 Linux with glibc >= 2.31, or Windows)"
 echo "emerdiff_ros is set up in .venv (activate it with: source .venv/bin/activate)"
 

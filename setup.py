@@ -16,6 +16,9 @@ ROS_WHEELS = [
 CARLA_CLIENT = ('carla==0.9.16; python_version >= "3.10" and python_version < "3.13" '
                 'and (platform_machine == "x86_64" or platform_machine == "AMD64")')
 
+# Ray for `--ray` (segment and bag on a cluster); every node of a cluster needs the same version.
+RAY = ["ray>=2.40", "threadpoolctl>=3"]
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -45,7 +48,7 @@ setup(
         "rosbags>=0.10",
         "pyyaml>=6",
     ],
-    extras_require={"ros": ROS_WHEELS, "carla": [CARLA_CLIENT], "test": ["pytest>=7"]},
+    extras_require={"ros": ROS_WHEELS, "carla": [CARLA_CLIENT], "ray": RAY, "test": ["pytest>=7"]},
     entry_points={
         "console_scripts": [
             "emerdiff = emerdiff_ros.cli:main",

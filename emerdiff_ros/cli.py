@@ -284,6 +284,9 @@ def _engine(args: argparse.Namespace, config: EmerDiffConfig):
                                cpus_per_worker=args.ray_cpus_per_worker)
         except ValueError as exc:  # a device or layer the workers' machines or model do not have
             raise CommandError(str(exc)) from None
+        except CheckpointError as exc:  # the model path may exist here and not on the worker's machine
+            raise CheckpointError(f"A Ray worker could not load the model: each worker loads it on its own "
+                                  f"machine, so a local folder must be there too.\n{exc}") from None
         with runner:
             yield runner
 

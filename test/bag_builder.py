@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import io
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rclpy.serialization import deserialize_message
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
@@ -85,3 +89,22 @@ def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", 
             writer.write(connections[key], frame_stamp(i) + 1_000_000 * (j + 1), data)
     writer.close()
     return path
+
+
+def read_back(path: Path) -> dict[str, list]:
+    """Every message of a bag, deserialised with rclpy's type support (as a subscriber gets it), by topic."""
+    messages = defaultdict(list)
+    with AnyReader([Path(path)]) as reader:
+        for conn, _, raw in reader.messages():
+            package, _, name = conn.msgtype.split("/")
+            kind = getattr(importlib.import_module(f"{package}.msg"), name)
+            messages[conn.topic].append(deserialize_message(bytes(raw), kind))
+    return messages
+
+
+def field(cloud, name: str) -> np.ndarray:
+    """One float32 or uint16 field of a PointCloud2 message."""
+    f = next(f for f in cloud.fields if f.name == name)
+    dtype = {4: "<u2", 7: "<f4"}[f.datatype]
+    return np.ndarray((cloud.width * cloud.height,), dtype=dtype, buffer=bytes(cloud.data), offset=f.offset,
+                      strides=(cloud.point_step,))

@@ -14,20 +14,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import QosReliability
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 import carla_standin
-from bag_builder import LIDAR_POINTS, PIXELS, RADAR_POINTS
+from bag_builder import LIDAR_POINTS, PIXELS, RADAR_POINTS, field, read_back
 from emerdiff_ros.carla.command import tick_limit
 from emerdiff_ros.carla.convert import (RADAR_POINT_STEP, RawDataError, bgra_pixels, camera_info_fields,
                                         image_fields, lidar_cloud, lidar_points, radar_cloud, radar_points, stamp_ns)
@@ -39,8 +35,6 @@ from emerdiff_ros.scoring import ground_truth_format, read_label_image
 
 ROOT = Path(__file__).resolve().parents[1]
 RIG_FILE = ROOT / "config" / "carla_sensors.json"
-RCLPY_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
-               "sensor_msgs/msg/PointCloud2": PointCloud2, "rosgraph_msgs/msg/Clock": Clock}
 TOPICS = {"/clock", "/carla/ego_vehicle/rgb_front/image", "/carla/ego_vehicle/rgb_front/camera_info",
           "/carla/ego_vehicle/semantic_segmentation_front/image",
           "/carla/ego_vehicle/semantic_segmentation_front/camera_info", "/carla/ego_vehicle/lidar",
@@ -62,19 +56,6 @@ def server(monkeypatch, carla_frame):
     if carla_standin.SERVER is not None:
         carla_standin.SERVER.join()
     carla_standin.SERVER = None
-
-
-def read_bag(path) -> dict[str, list]:
-    messages = defaultdict(list)
-    with AnyReader([path]) as reader:
-        for conn, _, raw in reader.messages():
-            messages[conn.topic].append(deserialize_message(bytes(raw), RCLPY_TYPES[conn.msgtype]))
-    return messages
-
-
-def field(msg, name: str) -> np.ndarray:
-    f = next(f for f in msg.fields if f.name == name)
-    return np.ndarray((msg.width,), dtype="<f4", buffer=bytes(msg.data), offset=f.offset, strides=(msg.point_step,))
 
 
 def frame_of(stamp: int) -> int:
@@ -231,7 +212,7 @@ def test_record_spawns_the_rig_drives_synchronously_and_writes_the_bridges_messa
     assert standin.ticks == 4
     assert_world_restored(standin)
 
-    messages = read_bag(out)
+    messages = read_back(out)
     assert set(messages) == TOPICS
     assert all(len(m) == 4 for m in messages.values())
     clock = [msg_stamp_ns(m.clock) for m in messages["/clock"]]
@@ -275,12 +256,12 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     assert rig("--record", str(drive), "--save-frames", str(frames), "--frames", "2") == 0
     out = tmp_path / "segmented"
     assert main(["bag", str(drive), str(out), *FAST]) == 0
-    messages = read_bag(out)
+    messages = read_back(out)
     labels = messages["/emerdiff/labels"]
     assert len(labels) == 2
     # the labelled LiDAR agrees with the label image at the pixels its points project to
     image = np.frombuffer(bytes(labels[0].data), np.uint8).reshape(600, 800)
-    lidar = field_u16(messages["/emerdiff/lidar/labeled"][0], "label")
+    lidar = field(messages["/emerdiff/lidar/labeled"][0], "label")
     np.testing.assert_array_equal(lidar, [image[v, u] for u, v in PIXELS])
     assert NO_LABEL not in lidar and len(messages["/emerdiff/radar/labeled"]) == 2
 
@@ -300,11 +281,6 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mIoU: 100.00 ")
 
 
-def field_u16(msg, name: str) -> np.ndarray:
-    f = next(f for f in msg.fields if f.name == name)
-    return np.ndarray((msg.width,), dtype="<u2", buffer=bytes(msg.data), offset=f.offset, strides=(msg.point_step,))
-
-
 @pytest.mark.parametrize("failure, status", [("fail_at", 1), ("interrupt_at", 130)])
 def test_an_error_or_ctrl_c_mid_drive_leaves_the_world_as_it_was_and_a_valid_bag(server, tmp_path, capsys,
                                                                                  failure, status):
@@ -315,7 +291,7 @@ def test_an_error_or_ctrl_c_mid_drive_leaves_the_world_as_it_was_and_a_valid_bag
     if failure == "fail_at":
         assert "error: CARLA: time-out of 10000ms" in err and "Traceback" not in err
     assert_world_restored(standin)
-    messages = read_bag(out)  # the two ticks before it, whole
+    messages = read_back(out)  # the two ticks before it, whole
     assert set(messages) == TOPICS and all(len(m) == 2 for m in messages.values())
 
 
@@ -337,7 +313,7 @@ def test_a_sensor_silent_for_a_tick_is_counted_and_the_others_are_recorded(serve
     out = tmp_path / "drive"
     assert rig("--record", str(out), "--frames", "3", "--timeout", "0.5") == 0
     assert "sensor data missing: lidar 1" in capsys.readouterr().out
-    messages = read_bag(out)
+    messages = read_back(out)
     assert len(messages["/carla/ego_vehicle/lidar"]) == 2
     assert all(len(messages[t]) == 3 for t in TOPICS - {"/carla/ego_vehicle/lidar"})
     stamps = {msg_stamp_ns(m.header.stamp) for m in messages["/carla/ego_vehicle/lidar"]}
@@ -428,7 +404,7 @@ def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(tmp_path, 
     assert "stopping after this tick" in output and "Traceback" not in output
     final = json.loads(state.read_text())
     assert final["actors"] == 0 and final["sync"] is False and final["tm"] is False
-    messages = read_bag(out)
+    messages = read_back(out)
     assert set(messages) == TOPICS
     assert {len(m) for m in messages.values()} == {final["ticks"]} and final["ticks"] >= 3  # whole ticks only
 
@@ -444,7 +420,7 @@ def test_a_second_ctrl_c_interrupts_a_hung_tick_and_still_cleans_up(tmp_path):
     assert process.returncode == 130, output
     final = json.loads(state.read_text())
     assert final["actors"] == 0 and final["sync"] is False and final["tm"] is False
-    assert {len(m) for m in read_bag(out).values()} == {2}
+    assert {len(m) for m in read_back(out).values()} == {2}
 
 
 def _free_port() -> int:

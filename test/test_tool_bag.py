@@ -5,43 +5,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (type support loaded like the node's)
-from rclpy.serialization import deserialize_message
-from rosbags.highlevel import AnyReader
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import String
 
-from bag_builder import COMPRESSED_TOPIC, PIXELS, TOPICS, frame_stamp, write_bag
+from bag_builder import COMPRESSED_TOPIC, PIXELS, TOPICS, field, frame_stamp, read_back, write_bag
 from emerdiff_ros.cli import main
 from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.tools.bag import work_dir
 
-RCLPY_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage,
-               "sensor_msgs/msg/CameraInfo": CameraInfo,
-               "sensor_msgs/msg/PointCloud2": PointCloud2, "std_msgs/msg/String": String}
 FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
         "--feature-draws", "4", "--kmeans-restarts", "1"]
-
-
-def read_back(path) -> dict[str, list]:
-    """Every message of the bag, deserialised with rclpy's type support, by topic."""
-    messages = defaultdict(list)
-    with AnyReader([path]) as reader:
-        for conn, _, raw in reader.messages():
-            messages[conn.topic].append(deserialize_message(bytes(raw), RCLPY_TYPES[conn.msgtype]))
-    return messages
-
-
-def field(msg, name: str) -> np.ndarray:
-    f = next(f for f in msg.fields if f.name == name)
-    dtype = {4: "<u2", 7: "<f4"}[f.datatype]
-    return np.ndarray((msg.width * msg.height,), dtype=dtype, buffer=bytes(msg.data), offset=f.offset,
-                      strides=(msg.point_step,))
 
 
 @pytest.mark.parametrize("kind, storage", [("mcap", "mcap"), ("sqlite3", "sqlite3"), ("ros1", "mcap")])
