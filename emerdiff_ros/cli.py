@@ -258,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"emerdiff {args.command}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # every output is written whole, then renamed: nothing half-written stays
+        again = " (run it again with --resume to finish)" if args.command in RESUMABLE else ""
+        print(f"emerdiff {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
+
+
+RESUMABLE = {"segment", "bag"}
 
 
 def _load(config: EmerDiffConfig):

@@ -195,18 +195,6 @@ def test_a_killed_driver_is_resumed_without_losing_or_duplicating_frames(alone, 
     assert not work_dir(out).exists()
 
 
-def test_a_model_a_worker_cannot_load_stops_the_command_with_what_to_do(cluster, tmp_path, capsys):
-    missing = tmp_path / "only-on-the-driver"
-    image = str(sample_images()[0])
-    # the cluster this process is connected to is used as it is
-    status = main(["segment", image, "--out", str(tmp_path / "out"), "--ray", "local", "--ray-workers", "1",
-                   "--ray-cpus-per-worker", "1", *ARGS, "--model", str(missing)])
-    err = capsys.readouterr().err
-    assert status == 2 and "Traceback" not in err
-    assert err.startswith("A Ray worker could not load the model") and f"'{missing}': no such folder" in err
-    assert ray.is_initialized()
-
-
 def test_without_ray_the_flag_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     image = str(sample_images()[0])

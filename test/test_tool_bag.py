@@ -89,7 +89,8 @@ def run_bag(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_an_interrupted_run_resumes_without_duplicating_or_dropping_frames(tmp_path, carla_frame):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["crash", "ctrl-c"])
+def test_an_interrupted_run_resumes_without_duplicating_or_dropping_frames(tmp_path, carla_frame, stop):
     source = write_bag(tmp_path / "in", carla_frame, frames=4)
     whole = tmp_path / "whole"
     assert run_bag(str(source), str(whole)).wait(300) == 0
@@ -100,8 +101,12 @@ def test_an_interrupted_run_resumes_without_duplicating_or_dropping_frames(tmp_p
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(frames.glob("0*.npz")) if frames.exists() else []) < 2:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # a crash, not a polite stop
-    process.wait()
+    process.send_signal(stop)
+    printed, _ = process.communicate(timeout=60)
+    if stop == signal.SIGINT:
+        assert process.returncode == 130
+        assert "emerdiff bag: interrupted (run it again with --resume to finish)" in printed.splitlines()
+        assert "Traceback" not in printed
     assert not out.exists() and work_dir(out).exists()
     cached = len(list(frames.glob("0*.npz")))
     assert 2 <= cached < 4

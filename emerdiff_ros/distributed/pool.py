@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # jobs queued on a worker: one running, one ready, so it never waits for the driver
 BUFFERED = 4  # finished results per worker that may wait for an earlier frame
 MAX_ATTEMPTS = 3  # a frame whose worker dies this many times stops the run
+START_NOTICE_S = 30.0  # workers not started by then: say why the command may be waiting
 
 
 @dataclass
@@ -85,8 +86,7 @@ class RayRunner:
         try:
             for worker in self._workers:
                 self._start(worker)
-            for ref in list(self._starting):
-                self._started(ref, replacement=False)
+            self._await_start()
         except BaseException:
             self.close()
             raise
@@ -185,6 +185,23 @@ class RayRunner:
         worker.actor = self._actor_class.remote(self.config, self.threads)
         worker.info = None
         self._starting[worker.actor.start.remote()] = worker
+
+    def _await_start(self) -> None:
+        """Wait until every worker has loaded the model. Ray queues a worker until its CPUs and GPUs are
+        free, however long another job holds them: after a while, say what the command is waiting for."""
+        ray = self._ray
+        said = False
+        while self._starting:
+            ready, _ = ray.wait(list(self._starting), num_returns=1, timeout=None if said else START_NOTICE_S)
+            if ready:
+                self._started(ready[0], replacement=False)
+                continue
+            free = ray.available_resources()
+            log.warning("%d of %d Ray workers not started after %.0f s: loading the model, or waiting for room on "
+                        "the cluster (each needs %g GPU and %g CPU; free now: %g GPU, %g CPU); Ctrl-C to stop",
+                        len(self._starting), len(self._workers), START_NOTICE_S, self.gpus, self.cpus,
+                        free.get("GPU", 0.0), free.get("CPU", 0.0))
+            said = True
 
     def _started(self, ref, replacement: bool) -> None:
         worker = self._starting.pop(ref)

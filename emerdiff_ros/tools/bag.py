@@ -262,20 +262,19 @@ def _segment(reader, topics, runner: FrameRunner, settings: StreamSettings, meth
             else:
                 yield (ordinal, None), SegmentJob(rgb, method)
 
-    bar = tqdm(total=len(selected), initial=len(done), desc="segment", unit="frame", disable=not progress)
-    for (ordinal, bad), segmentation in runner.run(jobs()):
-        if segmentation is None:
-            result = {"bad": bad}
-        else:
-            result = {"labels": stable_labels(tracker, segmentation, settings.track_labels)}
-            summary.segmented += 1
-            summary.seconds.append(segmentation.stats.seconds)
-        partial = work / "frames" / f".{ordinal:08d}.npz"
-        with open(partial, "wb") as f:  # written whole, then renamed: a crash never leaves half a frame
-            np.savez(f, tracker=tracker.state(), **result)
-        os.replace(partial, _frame_file(work, ordinal))
-        bar.update()
-    bar.close()
+    with tqdm(total=len(selected), initial=len(done), desc="segment", unit="frame", disable=not progress) as bar:
+        for (ordinal, bad), segmentation in runner.run(jobs()):
+            if segmentation is None:
+                result = {"bad": bad}
+            else:
+                result = {"labels": stable_labels(tracker, segmentation, settings.track_labels)}
+                summary.segmented += 1
+                summary.seconds.append(segmentation.stats.seconds)
+            partial = work / "frames" / f".{ordinal:08d}.npz"
+            with open(partial, "wb") as f:  # written whole, then renamed: a crash never leaves half a frame
+                np.savez(f, tracker=tracker.state(), **result)
+            os.replace(partial, _frame_file(work, ordinal))
+            bar.update()
 
 
 @dataclass

@@ -117,7 +117,6 @@ def shared_centers(runner: FrameRunner, images: list[Path], out_dir: Path, summa
     (out_dir / FEATURES_DIR).mkdir(exist_ok=True)
     budget = max(1, MAX_FIT_CELLS // len(images))
     rng = np.random.default_rng(runner.config.seed)
-    bar = tqdm(total=len(images), desc="features", unit="frame", disable=not progress)
 
     def jobs():
         for path in images:
@@ -132,14 +131,14 @@ def shared_centers(runner: FrameRunner, images: list[Path], out_dir: Path, summa
                 yield (path, None), FeaturesJob(rgb)
 
     cells = []
-    for (path, found), computed in runner.run(jobs()):
-        if computed is not None:
-            _save_cached(out_dir, path, computed, params)
-            found = computed
-        flat = found.features.reshape(-1, found.features.shape[-1])
-        cells.append(flat[rng.choice(len(flat), min(budget, len(flat)), replace=False)])
-        bar.update()
-    bar.close()
+    with tqdm(total=len(images), desc="features", unit="frame", disable=not progress) as bar:
+        for (path, found), computed in runner.run(jobs()):
+            if computed is not None:
+                _save_cached(out_dir, path, computed, params)
+                found = computed
+            flat = found.features.reshape(-1, found.features.shape[-1])
+            cells.append(flat[rng.choice(len(flat), min(budget, len(flat)), replace=False)])
+            bar.update()
     if not cells:
         raise ValueError("no readable frames to fit shared cluster centres on")
     cfg = runner.config
@@ -202,7 +201,6 @@ def segment_images(engine: Segmenter | FrameRunner, images: list[Path], out_dir:
     write_segment_manifest(out_dir, consistent, centers=CENTERS_FILE if consistent else None, method=method,
                            model=config.model, params=config.as_params())
     centers = shared_centers(runner, images, out_dir, summary, progress) if consistent else None
-    bar = tqdm(total=len(images), desc="segment", unit="frame", disable=not progress)
 
     def jobs():
         for path in images:
@@ -219,14 +217,14 @@ def segment_images(engine: Segmenter | FrameRunner, images: list[Path], out_dir:
             # with shared centres, the fitting pass's latent and features when kept
             yield (path, rgb), SegmentJob(rgb, method, centers) if found is None else LabelJob(found, centers, method)
 
-    for (path, rgb), result in runner.run(jobs()):
-        save_segmentation(out_dir, path, rgb, result, config.model)
-        _cached(out_dir, path).unlink(missing_ok=True)
-        summary.done += 1
-        summary.seconds.append(result.stats.seconds)
-        summary.masks.append(result.stats.masks)
-        bar.update()
-    bar.close()
+    with tqdm(total=len(images), desc="segment", unit="frame", disable=not progress) as bar:
+        for (path, rgb), result in runner.run(jobs()):
+            save_segmentation(out_dir, path, rgb, result, config.model)
+            _cached(out_dir, path).unlink(missing_ok=True)
+            summary.done += 1
+            summary.seconds.append(result.stats.seconds)
+            summary.masks.append(result.stats.masks)
+            bar.update()
     shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
     summary.wall_seconds = time.perf_counter() - start
     return summary
