@@ -11,8 +11,6 @@ given and leave its values alone otherwise. RViz starts only where rviz2 is inst
 topics of the node's namespace.
 """
 
-import json
-
 import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
@@ -107,15 +105,12 @@ def _file_value(params_file: str, name: str, default):
 
 def _camera_fov(camera: str) -> float:
     """The camera's horizontal field of view in the rig definition (config/carla_sensors.json)."""
-    from ament_index_python.packages import get_package_share_directory
+    from emerdiff_ros.carla.rigfile import default_rig_file, load_rig
 
-    with open(get_package_share_directory("emerdiff_ros") + "/config/carla_sensors.json") as f:
-        objects = json.load(f)["objects"]
-    sensors = [s for o in objects for s in o.get("sensors", [])]
-    found = next((s for s in sensors if s.get("id") == camera), None)
+    found = next((s for s in load_rig(default_rig_file()).sensors if s.id == camera), None)
     if found is None:
         raise ValueError(f"no camera {camera!r} in config/carla_sensors.json")
-    return float(found.get("fov", 90.0))
+    return float(found.attributes.get("fov", 90.0))  # CARLA's default
 
 
 def _rviz(wanted: bool, namespace: str, sim_time: bool) -> list:

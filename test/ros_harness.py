@@ -165,6 +165,30 @@ class Bridge(Node):
 
 
 
+def answer(client, request, timeout: float):
+    """The service's reply, or None when none came in time (the request is then forgotten).
+
+    A new client's request can reach the server before the server's reply writer has matched the
+    client, and that reply is lost: callers ask again, with a call that has no side effects first."""
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > deadline:
+            client.remove_pending_request(future)
+            return None
+        time.sleep(0.02)
+    return future.result()
+
+
+def answered(client, request, timeout: float = 60.0, attempt: float = 3.0):
+    """The reply to a request without side effects, asked again until one is answered."""
+    assert client.wait_for_service(timeout_sec=30), client.srv_name
+    deadline = time.monotonic() + timeout
+    while (reply := answer(client, request, attempt)) is None:
+        assert time.monotonic() < deadline, f"{client.srv_name} never answered"
+    return reply
+
+
 def node_arguments() -> list[str]:
     """The remappings carla.launch.py applies, as command-line arguments."""
     return ["--ros-args", "-r", f"image:={ROLE}/rgb_front/image", "-r", f"camera_info:={ROLE}/rgb_front/camera_info",

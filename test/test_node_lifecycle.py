@@ -8,49 +8,28 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
 from emerdiff_ros.runtime.messages import stamp_ns
-from ros_harness import bgra_image, camera_info, node_process, stamp
+from ros_harness import answer, answered, bgra_image, camera_info, node_process, stamp
 
 pytestmark = pytest.mark.usefixtures("ros")
 
 
 class Lifecycle:
-    """`ros2 lifecycle` for /emerdiff: one client per service, each matched both ways before it is relied on.
-
-    A new client's request can reach the node before the node's reply writer has matched the client, and
-    the reply is then lost; so each client first makes calls without side effects until one is answered.
-    """
+    """`ros2 lifecycle` for /emerdiff: one client per service, each answered once (see ros_harness.answer)
+    before it is relied on."""
 
     def __init__(self, bridge):
-        self.bridge = bridge
         self.get = bridge.create_client(GetState, "/emerdiff/get_state")
         self.change = bridge.create_client(ChangeState, "/emerdiff/change_state")
-        for client, harmless in ((self.get, GetState.Request()),
-                                 (self.change, ChangeState.Request(transition=Transition(id=255)))):  # no such
-            assert client.wait_for_service(timeout_sec=30)
-            deadline = time.monotonic() + 60
-            while self._answer(client, harmless, timeout=2.0) is None:
-                assert time.monotonic() < deadline, f"{client.srv_name} never answered"
-
-    @staticmethod
-    def _answer(client, request, timeout: float):
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                client.remove_pending_request(future)
-                return None
-            time.sleep(0.02)
-        return future.result()
+        answered(self.get, GetState.Request())
+        answered(self.change, ChangeState.Request(transition=Transition(id=255)))  # no such transition: no effect
 
     def transition(self, transition_id: int) -> bool:
-        answer = self._answer(self.change, ChangeState.Request(transition=Transition(id=transition_id)), 120.0)
-        assert answer is not None, f"transition {transition_id} was not answered"
-        return answer.success
+        reply = answer(self.change, ChangeState.Request(transition=Transition(id=transition_id)), 120.0)
+        assert reply is not None, f"transition {transition_id} was not answered"
+        return reply.success
 
     def state(self) -> str:
-        answer = self._answer(self.get, GetState.Request(), 60.0)
-        assert answer is not None, "get_state was not answered"
-        return answer.current_state.label
+        return answered(self.get, GetState.Request()).current_state.label
 
 
 def frames_come_out(bridge, t: float, seconds: float) -> bool:

@@ -12,7 +12,7 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
 from emerdiff_ros.runtime.messages import stamp_ns
-from ros_harness import FAST_PARAMS, bgra_image, camera_info, node_process, node_arguments, stamp
+from ros_harness import FAST_PARAMS, answered, bgra_image, camera_info, node_process, node_arguments, stamp
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 pytestmark = pytest.mark.usefixtures("ros")
@@ -20,19 +20,9 @@ pytestmark = pytest.mark.usefixtures("ros")
 
 def remote_parameters(bridge, names: list[str]) -> dict:
     client = bridge.create_client(GetParameters, "/emerdiff/get_parameters")
-    assert client.wait_for_service(timeout_sec=20)
-    deadline = time.monotonic() + 60
-    while True:  # a new client's first reply can be lost before the node's reply writer matches it: ask again
-        future = client.call_async(GetParameters.Request(names=names))
-        asked = time.monotonic()
-        while not future.done() and time.monotonic() < asked + 3:
-            time.sleep(0.05)
-        if future.done():
-            break
-        client.remove_pending_request(future)
-        assert time.monotonic() < deadline, "get_parameters never answered"
+    reply = answered(client, GetParameters.Request(names=names))
     bridge.destroy_client(client)
-    return {name: parameter_value_to_python(value) for name, value in zip(names, future.result().values)}
+    return {name: parameter_value_to_python(value) for name, value in zip(names, reply.values)}
 
 
 @pytest.mark.parametrize("params_file", sorted(CONFIG.glob("*.yaml")), ids=lambda p: p.name)

@@ -7,11 +7,10 @@ left-handed (x forward, y right, z up); ROS's are right-handed (y left), so y ch
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..runtime.clouds import FLOAT32, Cloud, CloudField
+from ..runtime.projection import CameraModel
 
 LIDAR_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("intensity", 12))
 LIDAR_POINT_STEP = 16
@@ -45,14 +44,10 @@ def image_fields(pixels: np.ndarray) -> dict:
                 data=np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1))
 
 
-def focal_length(width: int, fov_degrees: float) -> float:
-    """Pixels; CARLA's pinhole camera has fx = fy and its horizontal field of view spans the width."""
-    return width / (2.0 * math.tan(math.radians(fov_degrees) / 2.0))
-
-
 def camera_info_fields(width: int, height: int, fov_degrees: float) -> dict:
     """sensor_msgs/CameraInfo fields but the header and roi, as the bridge builds them."""
-    f, cx, cy = focal_length(width, fov_degrees), width / 2.0, height / 2.0
+    camera = CameraModel.from_fov(width, height, fov_degrees)
+    f, cx, cy = camera.fx, camera.cx, camera.cy
     return dict(height=height, width=width, distortion_model="plumb_bob", d=np.zeros(5),
                 k=np.array([f, 0, cx, 0, f, cy, 0, 0, 1], dtype=np.float64),
                 r=np.eye(3).reshape(-1),
