@@ -16,7 +16,7 @@ from .distributed.cluster import ClusterError
 from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fields
 from .engine.config import param_specs
 from .engine.jobs import runner_for
-from .runtime.settings import StreamSettings
+from .runtime.settings import OUTPUT_SETTINGS, StreamSettings
 from .scoring import DEFAULT_CARLA_VERSION, ClassMap, ScoringError, format_names, ground_truth_format
 from .tools.bag import STORAGES, BagError, BagTopics
 from .tools.evaluate import GT_TOPIC, LABELS_TOPIC
@@ -56,13 +56,8 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(str(exc))
 
 
-# The node's stream settings that also shape a segmented bag.
-OFFLINE_SETTINGS = ("sync_slop", "camera_pose", "lidar_pose", "radar_pose", "track_labels", "track_smoothing",
-                    "overlay_alpha")
-
-
 def _offline_specs():
-    return [spec for spec in param_specs(StreamSettings) if spec.name in OFFLINE_SETTINGS]
+    return [spec for spec in param_specs(StreamSettings) if spec.name in OUTPUT_SETTINGS]
 
 
 def settings_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> StreamSettings:
@@ -292,8 +287,8 @@ def _engine(args: argparse.Namespace, config: EmerDiffConfig):
         except ValueError as exc:  # a device or layer the workers' machines or model do not have
             raise CommandError(str(exc)) from None
         except CheckpointError as exc:  # the model path may exist here and not on the worker's machine
-            raise CheckpointError(f"A Ray worker could not load the model: each worker loads it on its own "
-                                  f"machine, so a local folder must be there too.\n{exc}") from None
+            raise CheckpointError(exc.spec, f"a Ray worker could not load it (each worker loads it on its own "
+                                            f"machine, so a local folder must be there too): {exc.reason}") from None
         with runner:
             yield runner
 

@@ -31,7 +31,7 @@ def frame_stamp(i: int) -> int:
     return 1_000_000_000 * (100 + i) + 50_000_000 * i  # CARLA ticks of 1.05 s, in nanoseconds
 
 
-def _messages(store, rgb: np.ndarray, i: int, ros1: bool) -> dict:
+def _messages(store, rgb: np.ndarray, i: int, ros1: bool, native_info: bool = False) -> dict:
     t = store.types
     sec, nanosec = divmod(frame_stamp(i), 1_000_000_000)
     stamp = t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
@@ -42,7 +42,8 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool) -> dict:
     bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
     image = t["sensor_msgs/msg/Image"](header=header("ego_vehicle/rgb_front"), height=HEIGHT, width=WIDTH,
                                        encoding="bgra8", is_bigendian=0, step=WIDTH * 4, data=bgra.reshape(-1))
-    k = np.array([FX, 0, WIDTH / 2, 0, FX, HEIGHT / 2, 0, 0, 1], dtype=np.float64)
+    focal = -FX * np.pi / 180 if native_info else FX  # CARLA's own ROS 2 camera_info: a negative focal length
+    k = np.array([focal, 0, WIDTH / 2, 0, focal, HEIGHT / 2, 0, 0, 1], dtype=np.float64)
     roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     info = t["sensor_msgs/msg/CameraInfo"](
         header=header("ego_vehicle/rgb_front"), height=HEIGHT, width=WIDTH, distortion_model="plumb_bob",
@@ -65,9 +66,11 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool) -> dict:
     return {"image": image, "compressed": compressed, "info": info, **clouds, "note": note}
 
 
-def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", compressed: bool = False) -> Path:
+def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", compressed: bool = False,
+              native_info: bool = False) -> Path:
     """A bag of `frames` CARLA ticks; kind is mcap, sqlite3 or ros1 (path.bag); compressed: the camera as
-    image_transport's PNG stream on TOPICS["image"]/compressed instead of raw."""
+    image_transport's PNG stream on TOPICS["image"]/compressed instead of raw; native_info: camera_info as
+    CARLA's native ROS 2 publishes it (unusable intrinsics)."""
     ros1 = kind == "ros1"
     store = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_KILTED)
     if ros1:
@@ -81,7 +84,7 @@ def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", 
         del topics["image"]
     connections = {key: writer.add_connection(topics[key], types[key], typestore=store) for key in topics}
     for i in range(frames):
-        messages = _messages(store, np.roll(rgb, 8 * i, axis=1), i, ros1)
+        messages = _messages(store, np.roll(rgb, 8 * i, axis=1), i, ros1, native_info)
         # the bridge publishes a tick's sensors in no fixed order: clouds here come after the image
         for j, key in enumerate(("info", "compressed" if compressed else "image", "lidar", "radar", "note")):
             data = store.serialize_ros1(messages[key], types[key]) if ros1 else \

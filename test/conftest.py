@@ -41,16 +41,6 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 200 + 20))
 
 
-@pytest.fixture(scope="session")
-def ros():
-    """The default rclpy context, for the test's own nodes."""
-    import rclpy
-
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
 @pytest.fixture
 def cpu_hogs():
     """Two busy processes beside the test, as on a loaded CI machine or a car's computer."""

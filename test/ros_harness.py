@@ -124,8 +124,8 @@ class Collector:
 class Bridge(Node):
     """Publishes like the CARLA bridge (RELIABLE, depth 10) and collects the emerdiff node's outputs."""
 
-    def __init__(self, name: str = "fake_carla_bridge", namespace: str = ""):
-        super().__init__(name)
+    def __init__(self, context: rclpy.Context, name: str = "fake_carla_bridge", namespace: str = ""):
+        super().__init__(name, context=context)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image = self.create_publisher(Image, f"{ROLE}/rgb_front/image", qos)
         self.compressed = self.create_publisher(CompressedImage, f"{ROLE}/rgb_front/image/compressed", qos)
@@ -147,9 +147,10 @@ class Bridge(Node):
         self.diagnostics = Collector()
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics, 10)
 
-    def wait_for_subscribers(self, timeout: float = 10.0, compressed: bool = False) -> None:
+    def wait_for_subscribers(self, timeout: float = 10.0, compressed: bool = False, camera_info: bool = True) -> None:
         deadline = time.monotonic() + timeout
-        publishers = (self.compressed if compressed else self.image, self.info, self.lidar, self.radar)
+        publishers = (self.compressed if compressed else self.image, *((self.info,) if camera_info else ()),
+                      self.lidar, self.radar)
         while time.monotonic() < deadline:
             if all(p.get_subscription_count() > 0 for p in publishers) and all(
                     self.count_publishers(output_topic(name, self.namespace)) > 0 for name in OUTPUTS):
@@ -208,31 +209,41 @@ def stop_spinning(executor, thread: threading.Thread) -> None:
 
 
 @contextmanager
+def own_context(args: list[str] | None = None):
+    """An rclpy context of the test's own: nothing an earlier test did to another context reaches it."""
+    context = rclpy.Context()
+    rclpy.init(context=context, args=args)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+@contextmanager
 def running(**params):
     """The emerdiff node (in this process, its own executor thread) and a bridge connected to it over DDS."""
     overrides = [Parameter(k, value=v) for k, v in {**FAST_PARAMS, **params}.items()]
-    context = rclpy.Context()
-    rclpy.init(context=context, args=node_arguments())
-    node = EmerDiffNode(context=context, parameter_overrides=overrides)
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    bridge = Bridge()
-    executors = []
-    for n, ctx in ((node, context), (bridge, None)):
-        executor = MultiThreadedExecutor(context=ctx) if ctx else MultiThreadedExecutor()
-        executor.add_node(n)
-        executors.append((executor, spinning(executor)))
-    try:
-        bridge.wait_for_subscribers(compressed=params.get("image_transport") == "compressed")
-        yield node, bridge
-    finally:
-        for executor, thread in executors:
-            stop_spinning(executor, thread)
-        if node.lifecycle_state == "active":
-            node.trigger_shutdown()
-        node.destroy_node()
-        bridge.destroy_node()
-        rclpy.shutdown(context=context)
+    with own_context(node_arguments()) as context, own_context() as bridge_context:
+        node = EmerDiffNode(context=context, parameter_overrides=overrides)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        bridge = Bridge(bridge_context)
+        executors = []
+        for n, ctx in ((node, context), (bridge, bridge_context)):
+            executor = MultiThreadedExecutor(context=ctx)
+            executor.add_node(n)
+            executors.append((executor, spinning(executor)))
+        try:
+            bridge.wait_for_subscribers(compressed=params.get("image_transport") == "compressed",
+                                        camera_info=not params.get("camera_fov"))
+            yield node, bridge
+        finally:
+            for executor, thread in executors:
+                stop_spinning(executor, thread)
+            if node.lifecycle_state == "active":
+                node.trigger_shutdown()
+            node.destroy_node()
+            bridge.destroy_node()
 
 
 @contextmanager
@@ -240,29 +251,43 @@ def node_process(*ros_args: str, connect: bool = True, **params):
     """The emerdiff node as its own process (python -m emerdiff_ros.node), and a bridge connected to it
     (unless connect is false: a node that does not activate itself has no subscriptions to connect to).
 
-    Yields (process, bridge); the process must exit 0 on SIGINT.
+    Yields (process, bridge); the process must exit 0 on SIGINT. It ends with the test, pass or fail.
     """
     settings = [arg for k, v in {**FAST_PARAMS, **params}.items() for arg in ("-p", f"{k}:={_param_text(v)}")]
-    process = subprocess.Popen([sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), *ros_args, *settings],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    bridge = Bridge()
-    executor = MultiThreadedExecutor()
-    executor.add_node(bridge)
-    thread = spinning(executor)
+    with node_subprocess(*node_arguments(), *ros_args, *settings) as process, own_context() as context:
+        bridge = Bridge(context)
+        executor = MultiThreadedExecutor(context=context)
+        executor.add_node(bridge)
+        thread = spinning(executor)
+        try:
+            if connect:
+                bridge.wait_for_subscribers(timeout=60, camera_info=not params.get("camera_fov"))
+            yield process, bridge
+        finally:
+            stop_spinning(executor, thread)
+            bridge.destroy_node()
+
+
+@contextmanager
+def node_subprocess(*args: str):
+    """`python -m emerdiff_ros.node ARGS`, in a session of its own so that it, and any process it started, is
+    ended when the test ends: Ctrl-C first, then a kill of the whole session."""
+    process = subprocess.Popen([sys.executable, "-m", "emerdiff_ros.node", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        if connect:
-            bridge.wait_for_subscribers(timeout=60)
-        yield process, bridge
+        yield process
     finally:
-        stop_spinning(executor, thread)
-        bridge.destroy_node()
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever the node's process left behind goes too
+        except ProcessLookupError:
+            pass
+        process.wait()
 
 
 def _param_text(value) -> str:

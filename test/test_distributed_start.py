@@ -60,5 +60,6 @@ def test_a_model_a_worker_cannot_load_stops_the_command_with_what_to_do(cluster,
     assert status == 2 and "Traceback" not in err
     # what the command printed, without the lines Ray forwards from workers' logs (this test's or earlier ones')
     printed = "\n".join(line for line in err.splitlines() if "(SegmentWorker pid=" not in line)
-    assert printed.startswith("A Ray worker could not load the model") and f"'{missing}': no such folder" in printed
+    assert printed.startswith(f"Could not load the Stable Diffusion checkpoint '{missing}': a Ray worker could not "
+                              "load it") and "no such folder" in printed
     assert ray.is_initialized()

@@ -1,5 +1,6 @@
 """Model loading: random models, a real diffusers folder, and clear errors for missing checkpoints."""
 
+import pickle
 import time
 
 import pytest
@@ -77,7 +78,9 @@ def test_an_uncached_hub_id_fails_fast_offline(monkeypatch, tmp_path):
         load_model("someone/not-cached-sd", device="cpu")
     assert time.monotonic() - start < 30
     message = str(info.value)
-    assert "not in the Hugging Face cache" in message and "hf download someone/not-cached-sd" in message
+    assert "neither in the Hugging Face cache nor reachable" in message
+    assert "hf download someone/not-cached-sd" in message
+    assert "config.json" not in message  # diffusers' words for an empty cache would send the user looking for a file
 
 
 def test_the_default_checkpoint_missing_names_it_and_how_to_get_it(monkeypatch, tmp_path):
@@ -89,6 +92,10 @@ def test_the_default_checkpoint_missing_names_it_and_how_to_get_it(monkeypatch, 
     assert "'CompVis/stable-diffusion-v1-4'" in message and "hf download CompVis/stable-diffusion-v1-4" in message
     assert "gated" in message and "hf auth login" in message  # the Hub asks to accept its terms first
     assert "--model stabilityai/stable-diffusion-2-1-base" in message and "tiny-random" in message
+    inside_ros = info.value.for_ros()  # the node says it in ROS's words: parameters, not flags
+    assert "model:=stabilityai/stable-diffusion-2-1-base" in inside_ros and "-p model:=tiny-random" in inside_ros
+    assert "--model" not in inside_ros
+    assert pickle.loads(pickle.dumps(info.value)).for_ros() == inside_ros  # as a Ray worker sends it back
 
 
 def test_unknown_device_is_a_clear_error():

@@ -3,7 +3,6 @@
 import time
 
 import numpy as np
-import pytest
 from rclpy.parameter import Parameter
 from scipy.optimize import linear_sum_assignment
 from rosgraph_msgs.msg import Clock
@@ -19,7 +18,6 @@ from ros_harness import (HEIGHT, WIDTH, bgra_image, camera_info, lidar_cloud, no
 LIDAR_FROM_CAMERA = (-2.0, 0.0, 0.4)  # lidar origin minus camera origin, in the default rig
 RADAR_FROM_CAMERA = (0.0, 0.0, 0.0)
 
-pytestmark = pytest.mark.usefixtures("ros")
 
 
 def image_array(msg) -> np.ndarray:

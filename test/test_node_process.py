@@ -12,10 +12,10 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
 from emerdiff_ros.runtime.messages import stamp_ns
-from ros_harness import FAST_PARAMS, answered, bgra_image, camera_info, node_process, node_arguments, stamp
+from ros_harness import (FAST_PARAMS, answered, bgra_image, camera_info, node_arguments, node_process, node_subprocess,
+                         stamp)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
-pytestmark = pytest.mark.usefixtures("ros")
 
 
 def remote_parameters(bridge, names: list[str]) -> dict:
@@ -83,12 +83,32 @@ def test_a_bad_start_is_one_clear_message_and_a_non_zero_exit(argument, reason):
     assert reason in output
     assert "Traceback" not in output and "AttributeError" not in output, output
     assert len([line for line in output.splitlines() if "[FATAL]" in line]) == 1, output
+    if argument.startswith("model"):  # what to do, in the words of ROS: a parameter, not a command-line flag
+        assert "model:=tiny-random (ros2 run: -p model:=tiny-random)" in output and "--model" not in output, output
 
 
-def start(*params: str) -> subprocess.Popen:
+@pytest.mark.parametrize("arguments", [["--ros-args", "--bogus-flag"], ["--ros-args", "-p", "device:=cpu", "stray"]])
+def test_unknown_ros_arguments_are_one_clear_line(arguments):
+    done = subprocess.run([sys.executable, "-m", "emerdiff_ros.node", *arguments], capture_output=True, text=True,
+                          timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output, output
+    assert [line for line in output.splitlines() if line.strip()] == [
+        next(line for line in output.splitlines() if "[FATAL]" in line)], output
+    assert f"unknown ROS arguments ['{arguments[-1]}']: after --ros-args come -p name:=value" in output, output
+
+
+def test_a_smoke_run_says_so_once_and_names_the_device_it_resolved(carla_frame):
+    with node_process(device="auto") as (process, bridge):
+        bridge.image.publish(bgra_image(carla_frame, 3.0))
+    output = process.stdout.read()
+    assert output.count("SMOKE RUN") == 1, output
+    assert "loading model 'tiny-random' on cpu ..." in output, output  # auto, resolved on this GPU-less machine
+
+
+def start(*params: str):
     settings = [arg for k, v in FAST_PARAMS.items() for arg in ("-p", f"{k}:={v}")]
-    return subprocess.Popen([sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), *settings, *params],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return node_subprocess(*node_arguments(), *settings, *params)
 
 
 def loading(pid: int, library: str) -> bool:
@@ -101,7 +121,11 @@ def loading(pid: int, library: str) -> bool:
 
 @pytest.mark.parametrize("when", ["while rclpy and torch are imported", "while the model loads"])
 def test_ctrl_c_before_the_node_runs_exits_cleanly(when):
-    process = start()
+    with start() as process:
+        interrupt_while_starting(process, when)
+
+
+def interrupt_while_starting(process, when: str) -> None:
     if when.startswith("while rclpy"):
         # The PyPI ROS wheels start Python twice (to set LD_LIBRARY_PATH): wait until the node's own imports.
         while not loading(process.pid, "_rclpy_pybind11"):

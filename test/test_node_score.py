@@ -14,8 +14,7 @@ from emerdiff_ros.tools.images import read_rgb, write_labels
 from ros_harness import bgra_image, running, stamp
 from test_evaluate import SHARED
 
-pytestmark = [pytest.mark.usefixtures("ros"),
-              pytest.mark.skipif(not SHARED.is_dir(), reason="shared label sets not present")]
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="shared label sets not present")
 PALETTE_SET = SHARED / "carla_cityscapes_palette"  # CARLA 0.9.5 palette colours, as the bridge publishes them
 TAGS_SET = SHARED / "carla_lyft_samples"  # raw CARLA 0.8 tags in the red channel
 LIVE = "emerdiff: live score"

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from emerdiff_ros.runtime.clouds import FLOAT32, NO_LABEL, UINT8, Cloud, CloudError, CloudField
+from emerdiff_ros.runtime.clouds import FLOAT32, NO_LABEL, Cloud, CloudError, CloudField
 from emerdiff_ros.runtime.gate import FrameWorker, LatestFrameGate
 from emerdiff_ros.runtime.palette import colourise, overlay, palette
 from emerdiff_ros.runtime.projection import CameraModel, pose_matrix, point_labels, sensor_to_optical
@@ -137,8 +137,9 @@ def test_time_going_back_empties_the_buffers_and_matching_goes_on():
     for t in (500, 501, 502):
         sync.frame(t * SECOND)
         sync.add("lidar", t * SECOND, f"first run {t}")
-    # A bag loop (or a simulator restart): the same sensors, 60 s earlier.
-    assert sync.add("lidar", 442 * SECOND, "loop 442") is Arrival.TIME_JUMP
+    # A bag loop (or a simulator restart): the same sensors, 60 s earlier. One cloud alone does not move time:
+    assert sync.add("lidar", 442 * SECOND, "loop 442") is Arrival.OUTLIER
+    assert sync.frame(442 * SECOND) is Arrival.TIME_JUMP  # the camera confirms it
     # the first run's last messages, still in flight, neither jump time forward again nor count a second jump
     assert sync.frame(502 * SECOND) is Arrival.STALE
     assert sync.add("lidar", 502 * SECOND + 50_000_000, "first run, late") is Arrival.STALE
@@ -148,6 +149,31 @@ def test_time_going_back_empties_the_buffers_and_matching_goes_on():
     assert sync.add("lidar", 443 * SECOND, "loop 443") is Arrival.KEPT
     # A jump smaller than the horizon is a late message, not a jump.
     assert sync.add("lidar", 436 * SECOND, "late") is Arrival.KEPT
+
+
+def test_one_cloud_stamped_in_the_past_moves_nothing_but_a_run_of_them_is_a_jump():
+    sync = CloudSync(["lidar", "radar"], horizon_ns=10 * SECOND)
+    for t in range(100, 104):
+        sync.frame(t * SECOND)
+        assert sync.add("lidar", t * SECOND, f"lidar {t}") is Arrival.KEPT
+        if t == 101:  # a LiDAR driver's glitch: stamped 1 s after the epoch
+            assert sync.add("lidar", SECOND, "glitch") is Arrival.OUTLIER
+    assert matched(sync, 103 * SECOND) == {"lidar": "lidar 103"}  # nothing was emptied or dropped
+    # A simulator restart seen by the clouds before the camera: three clouds agree, time went back.
+    assert sync.add("lidar", 30 * SECOND, "restart 30") is Arrival.OUTLIER
+    assert sync.add("radar", 30 * SECOND, "radar 30") is Arrival.OUTLIER
+    assert sync.add("lidar", 30 * SECOND + SECOND // 20, "restart 30.05") is Arrival.TIME_JUMP
+    assert matched(sync, 30 * SECOND) == {"lidar": "restart 30", "radar": "radar 30"}
+    assert matched(sync, 103 * SECOND) == {}
+
+
+def test_clouds_of_a_drive_whose_camera_went_silent_match_its_return():
+    sync = CloudSync(["lidar"], horizon_ns=10 * SECOND)
+    sync.frame(100 * SECOND)
+    for i in range(1, 13 * 20 + 1):  # the camera is silent for 13 s, longer than the horizon; the LiDAR goes on
+        assert sync.add("lidar", 100 * SECOND + i * SECOND // 20, i) is Arrival.KEPT
+    assert sync.frame(113 * SECOND) is Arrival.KEPT
+    assert matched(sync, 113 * SECOND) == {"lidar": 260}
 
 
 def test_warnings_are_throttled_per_kind():

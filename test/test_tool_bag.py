@@ -1,6 +1,5 @@
 """`emerdiff bag`: CARLA-like bags in, a new rosbag2 with the node's outputs out, read back with rclpy."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from emerdiff_ros.cli import main
 from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.tools.bag import work_dir
+from ros_harness import running
 
 FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
         "--feature-draws", "4", "--kmeans-restarts", "1"]
@@ -59,6 +59,31 @@ def test_a_compressed_camera_stream_is_segmented_like_the_raw_one(tmp_path, carl
     for topic in ("/emerdiff/labels", "/emerdiff/overlay", "/emerdiff/lidar/labeled", "/emerdiff/radar/labeled"):
         assert [m.header for m in got[topic]] == [m.header for m in expected[topic]], topic
         assert [bytes(m.data) for m in got[topic]] == [bytes(m.data) for m in expected[topic]], topic
+
+
+def test_a_native_carla_bag_is_labelled_with_camera_fov_byte_for_byte_as_the_node_labels_it(tmp_path, carla_frame):
+    source = write_bag(tmp_path / "in", carla_frame, frames=2, native_info=True)
+    assert main(["bag", str(source), str(tmp_path / "no_fov"), *FAST]) == 0
+    assert not read_back(tmp_path / "no_fov")["/emerdiff/lidar/labeled"]  # CARLA's camera_info has no intrinsics
+    assert main(["bag", str(source), str(tmp_path / "out"), "--camera-fov", "90", *FAST]) == 0
+    offline = read_back(tmp_path / "out")
+    labels = np.frombuffer(bytes(offline["/emerdiff/labels"][0].data), np.uint8).reshape(600, 800)
+    np.testing.assert_array_equal(field(offline["/emerdiff/lidar/labeled"][0], "label"),
+                                  [labels[v, u] for u, v in PIXELS])
+    # The same messages through the live node, over DDS: the same outputs, byte for byte.
+    recorded = read_back(source)
+    with running(camera_fov=90.0) as (node, bridge):
+        for i in range(2):
+            bridge.info.publish(recorded[TOPICS["info"]][i])
+            bridge.lidar.publish(recorded[TOPICS["lidar"]][i])
+            bridge.radar.publish(recorded[TOPICS["radar"]][i])
+            bridge.image.publish(recorded[TOPICS["image"]][i])
+            for name in ("labels", "overlay", "projection", "lidar/labeled", "radar/labeled"):
+                assert len(bridge.out[name].wait(i + 1)) == i + 1, name
+    for name in ("labels", "overlay", "projection", "lidar/labeled", "radar/labeled"):
+        live, bag = bridge.out[name].messages, offline[f"/emerdiff/{name}"]
+        assert [m.header for m in live] == [m.header for m in bag], name
+        assert [bytes(m.data) for m in live] == [bytes(m.data) for m in bag], name
 
 
 def test_every_nth_frame_and_inputs_never_overwritten(tmp_path, carla_frame, capsys):

@@ -17,6 +17,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 _SUFFIX = ".processor"
 
 
@@ -45,7 +47,7 @@ def attention_processors(unet, processors: dict[str, object]) -> Iterator[None]:
     known = {name[: -len(_SUFFIX)] for name in original}
     unknown = sorted(set(processors) - known)
     if unknown:
-        raise ValueError(f"no attention layer named {unknown[0]!r}; the UNet has e.g. {sorted(known)[:4]}")
+        raise ConfigError(f"no attention layer named {unknown[0]!r}; the UNet has e.g. {sorted(known)[:4]}")
     for name in processors:
         _check_supported(unet.get_submodule(name), name)
     unet.set_attn_processor({n: processors.get(n[: -len(_SUFFIX)], p) for n, p in original.items()})
@@ -63,7 +65,7 @@ def _check_supported(attn, name: str) -> None:
         and attn.rescale_output_factor == 1.0
     )
     if not plain:
-        raise ValueError(f"layer {name!r} is not a plain transformer attention layer (as in SD 1.x/2.x)")
+        raise ConfigError(f"layer {name!r} is not a plain transformer attention layer (as in SD 1.x/2.x)")
 
 
 class QueryCapture:

@@ -12,6 +12,8 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Iterator, NamedTuple
 
+from .errors import ConfigError
+
 # diffusers names of the attention layers the paper refers to (SD 1.x/2.x block layout).
 FEATURE_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
 # The paper does not say which of the three cross-attention layers of the 16x16 up block it
@@ -125,7 +127,7 @@ class EmerDiffConfig:
     @classmethod
     def from_preset(cls, preset: str = "paper", **overrides: Any) -> "EmerDiffConfig":
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[preset], **overrides})
 
     def as_params(self) -> dict[str, Any]:
@@ -164,20 +166,20 @@ def config_fields() -> Iterator[ParamSpec]:
 
 
 def check_fields(obj) -> None:
-    """Coerce ints to floats where floats are due; raise ValueError with the reason for any bad value."""
+    """Coerce ints to floats where floats are due; raise ConfigError with the reason for any bad value."""
     for spec in param_specs(type(obj)):
         value = getattr(obj, spec.attr)
         if spec.type is float and type(value) is int:
             value = float(value)
         elif spec.type is tuple and isinstance(value, (list, tuple)):
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"{spec.name} must be a list of numbers, got {list(value)}")
+                raise ConfigError(f"{spec.name} must be a list of numbers, got {list(value)}")
             value = tuple(float(v) for v in value)
         if type(value) is not spec.type:
-            raise ValueError(f"{spec.name} must be {spec.type.__name__}, got {value!r}")
+            raise ConfigError(f"{spec.name} must be {spec.type.__name__}, got {value!r}")
         problem = spec_violation(spec, value)
         if problem:
-            raise ValueError(problem)
+            raise ConfigError(problem)
         object.__setattr__(obj, spec.attr, value)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from .config import DEFAULT_MODEL, SD21_BASE_MODEL
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,17 @@ SD_DIFFUSERS_PARTS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be loaded; the message says what to do."""
+    """A checkpoint could not be loaded; the message says what to do, in the CLI's words (str) or ROS's."""
+
+    def __init__(self, spec: str, reason: str):
+        super().__init__(_missing_checkpoint_message(spec, reason))
+        self.spec, self.reason = spec, reason
+
+    def __reduce__(self):  # rebuilt from its parts where it is unpickled (a Ray worker's error)
+        return type(self), (self.spec, self.reason)
+
+    def for_ros(self) -> str:
+        return _missing_checkpoint_message(self.spec, self.reason, "ros")
 
 
 @dataclass
@@ -53,9 +64,9 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}") from exc
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__})")
+        raise ConfigError(f"device {spec!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__})")
     return device
 
 
@@ -71,7 +82,6 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto") -> Diffusio
     torch_dtype = resolve_dtype(dtype, torch_device)
     if spec in RANDOM_MODELS:
         unet, vae, scheduler, embedding = _random_model(spec, torch_dtype)
-        log.warning("model %s has random weights: a smoke run, labels are meaningless", spec)
         random_weights = True
     else:
         unet, vae, scheduler, embedding = _pretrained_model(spec, torch_dtype)
@@ -93,19 +103,25 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto") -> Diffusio
 # --- real checkpoints -------------------------------------------------------------------------
 
 
-def _missing_checkpoint_message(spec: str, reason: str) -> str:
+# How a user sets the model where the message is read: flags on the command line, parameters in ROS.
+DIALECTS = {"cli": lambda value: f"--model {value}",
+            "ros": lambda value: f"model:={value} (ros2 run: -p model:={value})"}
+
+
+def _missing_checkpoint_message(spec: str, reason: str, dialect: str = "cli") -> str:
     hub_id = DEFAULT_MODEL if spec.startswith(("/", ".", "~")) or Path(spec).expanduser().exists() else spec
     gated = (f";\n    this checkpoint is gated: accept its terms at https://huggingface.co/{hub_id}\n"
              "    and run `hf auth login` first" if hub_id == DEFAULT_MODEL else "")
+    setting = DIALECTS[dialect]
     return (
         f"Could not load the Stable Diffusion checkpoint {spec!r}: {reason}\n"
         "No weights ship with emerdiff_ros. To get a checkpoint:\n"
         f"  * on a machine with network:  hf download {hub_id}   (fills the Hugging Face cache,\n"
         f"    ~/.cache/huggingface/hub; copy that folder to offline machines{gated}), or\n"
-        "  * point --model (ROS parameter 'model') at a local diffusers folder holding\n"
+        f"  * set {setting('/path/to/folder')}: a local diffusers folder holding\n"
         f"    {', '.join(SD_DIFFUSERS_PARTS)}/ (any SD 1.x/2.x checkpoint).\n"
         f"The default (paper and carla presets) is the paper's {DEFAULT_MODEL}; SD 2.1-base is\n"
-        f"--model {SD21_BASE_MODEL}. To see the pipeline run without weights: --model tiny-random\n"
+        f"{setting(SD21_BASE_MODEL)}. To see the pipeline run without weights: {setting('tiny-random')}\n"
         "(a smoke run; labels are meaningless)."
     )
 
@@ -137,14 +153,14 @@ def _pretrained_model(spec: str, dtype: torch.dtype):
     folder = Path(spec).expanduser()
     if folder.exists():
         if not folder.is_dir():
-            raise CheckpointError(_missing_checkpoint_message(spec, "it is a file, not a diffusers folder."))
+            raise CheckpointError(spec, "it is a file, not a diffusers folder.")
         missing = [name for name, _, _ in parts if not (folder / name).is_dir()]
         if missing:
-            raise CheckpointError(_missing_checkpoint_message(spec, f"the folder has no {', '.join(missing)}/."))
+            raise CheckpointError(spec, f"the folder has no {', '.join(missing)}/.")
         attempts = [dict()]
         source = str(folder)
     elif spec.startswith(("/", ".", "~")):
-        raise CheckpointError(_missing_checkpoint_message(spec, "no such folder."))
+        raise CheckpointError(spec, "no such folder.")
     else:
         source = spec
         # Cache first: no network call at all when the checkpoint is already there.
@@ -161,12 +177,14 @@ def _pretrained_model(spec: str, dtype: torch.dtype):
         except Exception as exc:  # diffusers/transformers/hub raise many types for "not there"
             last_error = exc
     else:
-        where = "not in the local folder" if folder.exists() else (
-            "not in the Hugging Face cache, and the hub could not be reached"
-            if len(attempts) == 1 else "not in the Hugging Face cache, and downloading it failed"
-        )
         first_line = str(last_error).strip().splitlines()[0] if last_error else ""
-        raise CheckpointError(_missing_checkpoint_message(spec, f"{where} ({first_line}).")) from last_error
+        if folder.exists():
+            reason = f"the local folder cannot be loaded ({first_line})."
+        elif len(attempts) == 1:  # the cache's "no file named config.json" would mislead: nothing is cached
+            reason = "it is neither in the Hugging Face cache nor reachable (no network to the hub)."
+        else:
+            reason = f"it is not in the Hugging Face cache, and downloading it failed ({first_line})."
+        raise CheckpointError(spec, reason) from last_error
 
     embedding = _empty_prompt_embedding(loaded["tokenizer"], loaded["text_encoder"])
     return loaded["unet"], loaded["vae"], loaded["scheduler"], embedding

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .attention import QueryCapture, SharedAttention, StopForward, attention_layer_names, attention_processors, layer_grid
 from .config import EmerDiffConfig
+from .errors import ConfigError
 from .imaging import as_rgb, gaussian_blur, label_dtype, processing_size, to_model_input
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
 from .models import DiffusionModel, load_model
@@ -61,7 +62,7 @@ class Segmenter:
             layer = getattr(config, what)
             if layer not in self._layers:
                 near = [name for name in self._layers if "attn2" in name and name.startswith("up_blocks")]
-                raise ValueError(f"{what} {layer!r} is not an attention layer of this UNet; e.g. {near[:3]}")
+                raise ConfigError(f"{what} {layer!r} is not an attention layer of this UNet; e.g. {near[:3]}")
         self._max_batch = config.max_batch
         self._max_decode = config.max_decode_batch
 
@@ -72,7 +73,7 @@ class Segmenter:
     def with_config(self, **changes) -> "Segmenter":
         """The same model with other method parameters (for sweeps)."""
         if any(name in changes for name in _MODEL_FIELDS):
-            raise ValueError(f"{', '.join(_MODEL_FIELDS)} need a new model: use Segmenter.load")
+            raise ConfigError(f"{', '.join(_MODEL_FIELDS)} need a new model: use Segmenter.load")
         return Segmenter(self.model, self.config.replace(**changes))
 
     # --- the whole frame ----------------------------------------------------------------------
@@ -80,7 +81,7 @@ class Segmenter:
     def segment(self, image: np.ndarray, centers: np.ndarray | None = None, method: str = "emerdiff") -> Segmentation:
         """Labels for an RGB uint8 image; with centers, the masks come from those cluster centres."""
         if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         with FrameStats.frame(self.model.device) as stats:
             frame = self.encode(image, stats)
             features = self.features(frame, stats)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from ..engine import FrameStats
+from ..runtime.counters import FRAME_COUNTS, LIVE_COUNTS, Count
 from ..runtime.livescore import LiveScore
 
 
@@ -26,13 +27,13 @@ class NodeHealth:
         ("wait_s", "max_wait_s", "worker_s", "max_worker_s"), 0.0))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(self, key: str, n: int = 1) -> None:
+    def count(self, counter: Count, n: int = 1) -> None:
         with self.lock:
-            self.counts[key] += n
+            self.counts[Count(counter).value] += n  # by its key: an enum member and its text are one counter
 
     def frame_done(self, stats: FrameStats, latency_s: float | None, wait_s: float, worker_s: float) -> None:
         with self.lock:
-            self.counts["frames_processed"] += 1
+            self.counts[Count.FRAMES_PROCESSED.value] += 1
             self.last_stats, self.last_latency_s = stats, latency_s
             self.timings.update(wait_s=wait_s, max_wait_s=max(self.timings["max_wait_s"], wait_s),
                                 worker_s=worker_s, max_worker_s=max(self.timings["max_worker_s"], worker_s))
@@ -40,18 +41,8 @@ class NodeHealth:
 
     def failed(self, reason: str) -> None:
         with self.lock:
-            self.counts["processing_errors"] += 1
+            self.counts[Count.PROCESSING_ERRORS.value] += 1
             self.last_error = reason
-
-
-COUNTERS = (
-    "frames_received", "frames_processed", "processing_errors", "bad_images", "received_camera_info", "bad_camera_info",
-    "received_lidar", "received_radar", "bad_clouds", "future_stamps", "stale_stamps", "time_jumps", "unmatched_lidar",
-    "unmatched_radar", "nan_points_lidar", "nan_points_radar", "cloud_errors", "clouds_without_camera_info",
-)
-
-
-LIVE_COUNTERS = ("received_ground_truth", "scored_frames", "frames_without_ground_truth", "bad_ground_truth")
 
 
 def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, state: str, input_rate: float,
@@ -68,8 +59,8 @@ def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: st
         "stamp_to_publish_latency_s": "" if latency is None else f"{latency:.3f}",
         **{key: f"{seconds:.3f}" for key, seconds in timings.items()},
     }
-    for key in COUNTERS:
-        values[key] = str(counts.get(key, 0))
+    for counter in FRAME_COUNTS:
+        values[counter.value] = str(counts.get(counter.value, 0))
     if stats is not None:
         values.update({f"seconds_{stage}": f"{s:.3f}" for stage, s in stats.stage_seconds.items()})
         values.update(seconds_per_frame=f"{stats.seconds:.3f}", unet_sample_evals=str(stats.unet_sample_evals),
@@ -99,7 +90,7 @@ def _live_status(live: LiveScore, counts: dict, *, name: str, hardware_id: str) 
     values = {"ground_truth_format": live.fmt.name, "classes": str(len(live.fmt.classes)),
               "drive_protocol": live.protocol,
               **{key: "" if math.isnan(value) else f"{value:.2f}" for key, value in live.values().items()},
-              **{key: str(counts.get(key, 0)) for key in LIVE_COUNTERS}}
+              **{counter.value: str(counts.get(counter.value, 0)) for counter in LIVE_COUNTS}}
     if counts.get("scored_frames", 0):
         level, message = DiagnosticStatus.OK, (f"drive mIoU {values['drive_miou']} % ({live.protocol}) over "
                                                f"{counts['scored_frames']} frames")

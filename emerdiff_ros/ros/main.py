@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import rclpy
 from rclpy.exceptions import NameValidationException, ParameterException
@@ -18,11 +19,14 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
+from ..engine import ConfigError
 from ..runtime.outputs import NODE_NAME
+from ..scoring import ScoringError
 from .node import EmerDiffNode
 
 # A bad parameter value, name or type, or an unusable --ros-args: the user's to fix, told in one line.
-START_ERRORS = (ValueError, TypeError, ParameterException, NameValidationException, _rclpy.RCLError)
+START_ERRORS = (ConfigError, ScoringError, ParameterException, NameValidationException, _rclpy.RCLError)
+ROS_ARGUMENTS = "-p name:=value, -r from:=to, --params-file FILE, --log-level LEVEL"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -37,6 +41,17 @@ class RosLogHandler(logging.Handler):
         level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING \
             else "info"
         getattr(self.logger, level)(f"{record.name}: {record.getMessage()}")
+
+
+def _finish_with_their_clouds(node: EmerDiffNode, executor) -> None:
+    """Take no new frames, but keep receiving while the accepted ones are segmented: the clouds and ground
+    truth of their ticks may still be on their way. Bounded by shutdown_timeout."""
+    if node.lifecycle_state != "active" or not rclpy.ok():
+        return
+    node.stop_taking_frames()
+    deadline = time.monotonic() + node.settings.shutdown_timeout
+    while node.frames_in_flight and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
 
 
 def main(args=None) -> int:
@@ -64,6 +79,9 @@ def _run(args) -> int:
         log.fatal(" ".join(str(exc).split()))
         rclpy.try_shutdown()
         return 1
+    except _rclpy.UnknownROSArgsError as exc:  # raised by rclpy.init, before any context exists
+        log.fatal(f"unknown ROS arguments {exc}: after --ros-args come {ROS_ARGUMENTS}")
+        return 1
     if node.settings.autostart:
         for transition in (node.trigger_configure, node.trigger_activate):
             if transition() != TransitionCallbackReturn.SUCCESS:  # the node said why
@@ -76,13 +94,15 @@ def _run(args) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not stopping.is_set() and rclpy.ok():
+        # `ros2 lifecycle set ... shutdown` finalizes the node: a finished node's process ends, too.
+        while not stopping.is_set() and rclpy.ok() and node.lifecycle_state != "finalized":
             executor.spin_once(timeout_sec=0.1)
     finally:
         # Shutdown has begun: more signals are ignored (the wait is bounded by shutdown_timeout), also while
         # the interpreter exits, where a default handler would turn a second Ctrl-C into a kill.
         for number in STOP_SIGNALS:
             signal.signal(number, signal.SIG_IGN)
+        _finish_with_their_clouds(node, executor)
         finished = node.lifecycle_state != "active" or node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
         counts = node.health.counts
         log.info(f"stopped: {counts['frames_received']} frames received, {counts['frames_processed']} segmented, "

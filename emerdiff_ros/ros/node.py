@@ -9,6 +9,7 @@ thread owns the GPU and always takes the newest waiting frame, with the clouds t
 from __future__ import annotations
 
 import gc
+import re
 import time
 import traceback
 
@@ -22,19 +23,21 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
-from ..engine import PRESETS, CheckpointError, EmerDiffConfig, Segmenter
+from ..engine import PRESETS, CheckpointError, ConfigError, EmerDiffConfig, Segmenter
+from ..engine.models import resolve_device
 from ..runtime.gate import FrameWorker, LatestFrameGate
 from ..runtime.livescore import LiveScore
 from ..runtime.messages import (MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, label_pixels,
                                 stamp_ns)
-from ..runtime.outputs import CLOUD, NODE_NAME, OUTPUTS, SCORES, SENSORS, SensorCloud, frame_outputs
+from ..runtime.counters import Count
+from ..runtime.outputs import CLOUD, NODE_NAME, OUTPUTS, SCORES, SENSORS, SensorCloud
 from ..runtime.pipeline import FramePipeline
-from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import RateMeter
+from ..runtime.step import FrameStep
 from ..runtime.sync import Arrival, CloudSync, FrameCompanions
-from ..scoring import ScoringError
 from ..runtime.throttle import KindThrottle
+from ..scoring import ScoringError
 from .codecs import to_layout_message
 from .diagnostics import NodeHealth, diagnostics_message
 from .params import changes_for, declare_settings
@@ -47,8 +50,8 @@ MAX_ACK_S = 5.0  # of the shutdown budget, at most this long for subscribers to 
 MAX_MEANINGFUL_LATENCY_S = 3600.0
 RELIABILITY = {"best_available": ReliabilityPolicy.BEST_AVAILABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT,
                "reliable": ReliabilityPolicy.RELIABLE}
-# Errors that mean "this model cannot be loaded here", told in one line; anything else is a bug.
-LOAD_ERRORS = (CheckpointError, ValueError, OSError, RuntimeError)
+# A number in a warning (a size, a stamp, a count) does not make it another reason to warn about.
+NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
 class EmerDiffNode(LifecycleNode):
@@ -65,7 +68,8 @@ class EmerDiffNode(LifecycleNode):
         self.sync: CloudSync[SensorCloud] = CloudSync(SENSORS, int(self.settings.cloud_buffer_seconds * 1e9))
         self.ground_truth: FrameCompanions[Image] = FrameCompanions(int(self.settings.sync_slop * 1e9))
         self.live: LiveScore | None = None
-        self.camera = None
+        self.camera = None  # the latest camera_info's model
+        self.step = FrameStep(self.settings)
         self.pipeline: FramePipeline | None = None
         self.worker: FrameWorker | None = None
         self.smoke_note: str | None = None
@@ -75,6 +79,8 @@ class EmerDiffNode(LifecycleNode):
         self._outputs: dict[str, object] = {}  # output name -> lifecycle publisher
         self._scores: dict[str, object] = {}  # live score name -> lifecycle publisher
         self._throttle = KindThrottle(LOG_THROTTLE_S)
+        self._said: set[str] = set()  # kinds of warnings said once and then only counted
+        self._stop_deadline: float | None = None  # when the accepted frames must be done, once stopping
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # A steady timer: diagnostics keep coming while the simulation (and sim time) is paused.
         self.create_timer(self.settings.diagnostics_period, self._on_timer,
@@ -88,14 +94,15 @@ class EmerDiffNode(LifecycleNode):
     # --- lifecycle ----------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.get_logger().info(f"loading model {self.config.model!r} on {self.config.device} ...")
         try:
+            device = resolve_device(self.config.device)
+            self.get_logger().info(f"loading model {self.config.model!r} on {device} ...")
             segmenter = Segmenter.load(self.config)
-        except LOAD_ERRORS as exc:  # on one line, as every start-up error
-            self.get_logger().fatal(f"cannot load the model: {' '.join(str(exc).split())}")
+        except CheckpointError as exc:  # on one line, as every start-up error, in ROS's words
+            self.get_logger().fatal(f"cannot load the model: {' '.join(exc.for_ros().split())}")
             return TransitionCallbackReturn.FAILURE
-        except Exception:
-            self.get_logger().fatal(f"cannot load the model (a bug, please report it):\n{traceback.format_exc()}")
+        except ConfigError as exc:  # a device or layer this machine or model does not have
+            self.get_logger().fatal(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.smoke_note = segmenter.model.smoke_note
         if self.smoke_note:
@@ -114,9 +121,13 @@ class EmerDiffNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for name in ("image", "camera_info", *SENSORS, *(("ground_truth",) if self.live else ())):
+        # A new timeline: while inactive the drive went on, and clouds must not wait for a camera stamp of then.
+        self.sync = CloudSync(SENSORS, int(self.settings.cloud_buffer_seconds * 1e9))
+        for name in ("image", *SENSORS, *(("ground_truth",) if self.live else ())):
             self._subscribe(name)
+        self._follow_camera_fov()
         self.gate.reopen()
+        self._stop_deadline = None
         self.worker = FrameWorker(self.gate, self._process, self._on_error)
         self.worker.start()
         self.get_logger().info("active: segmenting " + self._inputs["image"].topic_name)
@@ -125,10 +136,13 @@ class EmerDiffNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if not self._finish_accepted_frames():
             return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"inactive: {self.health.counts[Count.FRAMES_PROCESSED]} frames segmented so far; "
+                               "the model stays loaded")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
+        self.get_logger().info("unconfigured: the model is released")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -142,14 +156,26 @@ class EmerDiffNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def stop_taking_frames(self) -> None:
+        """No new frames from now on; the clouds and ground truth of the accepted ones still come in."""
+        if "image" in self._inputs:
+            self.destroy_subscription(self._inputs.pop("image"))
+        self.gate.close()
+        self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout
+
+    @property
+    def frames_in_flight(self) -> bool:
+        return self.worker is not None and self.worker.alive
+
     def _finish_accepted_frames(self) -> bool:
         """Stop taking input, segment and publish what was accepted, within shutdown_timeout. True if done."""
         for name in list(self._inputs):
             self.destroy_subscription(self._inputs.pop(name))
         if self.worker is None:
             return True
-        deadline = time.monotonic() + self.settings.shutdown_timeout
-        self.worker.stop(timeout=self.settings.shutdown_timeout)
+        # One budget from the moment frames stopped being taken, however the wait is split.
+        deadline = self._stop_deadline or time.monotonic() + self.settings.shutdown_timeout
+        self.worker.stop(timeout=max(0.0, deadline - time.monotonic()))
         if self.worker.alive:
             self.get_logger().error(f"the frame in progress did not finish within shutdown_timeout "
                                     f"({self.settings.shutdown_timeout:g} s)")
@@ -188,10 +214,22 @@ class EmerDiffNode(LifecycleNode):
             # As image_transport: the compressed stream of the (remapped) image topic.
             kind, topic = CompressedImage, self.resolve_topic_name("image").rstrip("/") + "/compressed"
         else:
-            kind, topic = {"image": Image, "camera_info": CameraInfo, "ground_truth": Image}.get(name, PointCloud2), name
+            kind = {"image": Image, "camera_info": CameraInfo, "ground_truth": Image}.get(name, PointCloud2)
+            topic = name
         callback = {"image": self._on_image, "camera_info": self._on_camera_info,
                     "ground_truth": self._on_ground_truth}.get(name, lambda msg, name=name: self._on_cloud(name, msg))
         self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events)
+
+    def _follow_camera_fov(self) -> None:
+        """camera_info is subscribed to only while it is used: with camera_fov set, CARLA's own (wrong) one
+        would be rejected and warned about for ever."""
+        if self.settings.camera_fov and "camera_info" in self._inputs:
+            self.destroy_subscription(self._inputs.pop("camera_info"))
+        if self.settings.camera_fov:
+            self._say_once("camera_fov", f"camera_fov is {self.settings.camera_fov:g} degrees: the intrinsics come "
+                                         "from it and each frame's size; camera_info is not used", "info")
+        elif "camera_info" not in self._inputs:
+            self._subscribe("camera_info")
 
     def _on_incompatible_qos(self, name: str) -> None:
         topic = self._inputs[name].topic_name if name in self._inputs else name
@@ -207,72 +245,82 @@ class EmerDiffNode(LifecycleNode):
 
     def _on_image(self, msg) -> None:
         self.input_rate.tick()
-        self.health.count("frames_received")
+        self.health.count(Count.FRAMES_RECEIVED)
         try:
             check_image(msg, self.settings.max_image_pixels)
         except MessageError as exc:
-            self._skip("bad_images", f"skipping image: {exc}")
+            self._skip(Count.BAD_IMAGES, "image", f"skipping image: {exc}")
             return
         stamp = stamp_ns(msg.header.stamp)
         arrival = self.sync.frame(stamp)
         if arrival is Arrival.TIME_JUMP:
             self._time_jump("camera", msg)
         elif arrival is Arrival.STALE:
-            self.health.count("stale_stamps")  # segmented all the same: it is the newest frame there is
+            self.health.count(Count.STALE_STAMPS)  # segmented all the same: it is the newest frame there is
         self.ground_truth.frame(stamp)
         self.gate.offer(msg)
 
     def _on_ground_truth(self, msg: Image) -> None:
-        self.health.count("received_ground_truth")
+        self.health.count(Count.RECEIVED_GROUND_TRUTH)
         self.ground_truth.add(stamp_ns(msg.header.stamp), msg)  # decoded in the worker, for the frames it takes
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.health.count("received_camera_info")
+        self.health.count(Count.RECEIVED_CAMERA_INFO)
         try:
             self.camera = camera_from_info(msg)
         except MessageError as exc:
-            self._skip("bad_camera_info", f"ignoring camera_info: {exc}")
+            self._skip(Count.BAD_CAMERA_INFO, "camera_info", f"ignoring camera_info: {exc}")
 
     def _on_cloud(self, name: str, msg: PointCloud2) -> None:
-        self.health.count(f"received_{name}")
+        self.health.count(Count.of("received", name))
         try:
             cloud = cloud_from_msg(msg, self.settings.max_cloud_points)
         except MessageError as exc:
-            self._skip("bad_clouds", f"skipping {name} cloud: {exc}", kind=f"bad_{name}")
+            self._skip(Count.BAD_CLOUDS, name, f"skipping {name} cloud: {exc}")
             return
         arrival = self.sync.add(name, stamp_ns(msg.header.stamp), SensorCloud(cloud, msg.header.frame_id,
                                                                              bool(msg.is_dense)))
         if arrival is Arrival.FUTURE:
-            self._skip("future_stamps", f"skipping {name} cloud stamped {_seconds(msg.header.stamp)}: more than "
-                                        "cloud_buffer_seconds ahead of the camera", kind=f"future_{name}")
+            self._skip(Count.FUTURE_STAMPS, name, f"skipping {name} cloud stamped {_seconds(msg.header.stamp)}: more "
+                                                  "than cloud_buffer_seconds ahead of every other stream")
+        elif arrival is Arrival.OUTLIER:
+            self._skip(Count.OUTLIER_STAMPS, name, f"holding back {name} cloud stamped {_seconds(msg.header.stamp)}: "
+                                                   "more than cloud_buffer_seconds before the drive's time; it counts "
+                                                   "only if the camera or more messages confirm that time went back")
         elif arrival is Arrival.UNSTAMPED:
-            self._skip("bad_clouds", f"skipping {name} cloud stamped 0: it cannot be matched to a frame",
-                       kind=f"bad_{name}")
+            self._skip(Count.BAD_CLOUDS, name, f"skipping {name} cloud stamped 0: it cannot be matched to a frame")
         elif arrival is Arrival.STALE:
-            self.health.count("stale_stamps")  # from before time went back: no frame will match it
+            self.health.count(Count.STALE_STAMPS)  # from before time went back: no frame will match it
         elif arrival is Arrival.TIME_JUMP:
             self._time_jump(name, msg)
 
     def _time_jump(self, stream: str, msg) -> None:
-        self.health.count("time_jumps")
+        self.health.count(Count.TIME_JUMPS)
         self.get_logger().warning(
             f"time went back to {_seconds(msg.header.stamp)} ({stream}): more than cloud_buffer_seconds "
             "before the newest stamp (a bag loop, a /clock jump or a simulator restart); matching starts afresh")
 
-    def _skip(self, counter: str, message: str, kind: str | None = None) -> None:
+    def _skip(self, counter: Count, source: str, message: str) -> None:
+        """Count a problem and warn about it, throttled per input and reason (numbers aside)."""
         self.health.count(counter)
-        self._warn(kind or counter, message)
+        self._warn(f"{source}:{NUMBER.sub('#', message)}", message)
 
     def _warn(self, kind: str, message: str) -> None:
         text = self._throttle(kind, message)
         if text is not None:
             self.get_logger().warning(text)
 
+    def _say_once(self, kind: str, message: str, level: str = "warning") -> None:
+        """For a state that goes on (no ground truth published at all, say): news once, then only counted."""
+        if kind not in self._said:
+            self._said.add(kind)
+            getattr(self.get_logger(), level)(message)
+
     # --- the worker -------------------------------------------------------------------------
 
     def _process(self, msg) -> None:
         waited, started = self.gate.last_wait, time.monotonic()
-        header, settings, pipeline = msg.header, self.settings, self.pipeline
+        header, settings, pipeline, step = msg.header, self.settings, self.pipeline, self.step
         stamp, slop = stamp_ns(header.stamp), int(settings.sync_slop * 1e9)
         # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
         # long it takes to segment and however far the drive goes on meanwhile.
@@ -282,26 +330,19 @@ class EmerDiffNode(LifecycleNode):
             rgb = frame_rgb(msg, settings.max_image_pixels)
             frame = pipeline.segment(rgb)
         except MessageError as exc:
-            self._skip("bad_images", f"skipping image: {exc}")
+            self._skip(Count.BAD_IMAGES, "image", f"skipping image: {exc}")
             return
         finally:
             clouds, ground_truth = self.sync.release(), self.ground_truth.release()
-        for sensor in SENSORS:
-            if sensor not in clouds:
-                self.health.count(f"unmatched_{sensor}")
         wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
-        camera = CameraModel.from_fov(rgb.shape[1], rgb.shape[0], settings.camera_fov) if settings.camera_fov \
-            else self.camera
-        outputs, report = frame_outputs(rgb, frame.labels, clouds, camera, settings, wanted)
-        for output in outputs:
+        result = step(rgb, frame.labels, clouds, self.camera, wanted)
+        for output in result.outputs:
             out_header = header if output.frame_id is None else Header(stamp=header.stamp, frame_id=output.frame_id)
             self._outputs[output.name].publish(to_layout_message(OUTPUTS[output.name], output.layout, out_header))
-        for sensor, points in report.nan_points.items():
-            self.health.count(f"nan_points_{sensor}", points)
-        for sensor, reason in report.failed.items():
-            self._skip("cloud_errors", f"no labelled {sensor} cloud for this frame: {reason}", kind=f"error_{sensor}")
-        if report.without_camera:
-            self._skip("clouds_without_camera_info", "no camera_info yet: clouds are not labelled")
+        for counter, n in result.counts.items():
+            self.health.count(counter, n)
+        for problem in result.problems:
+            self._warn(problem.kind, problem.message)
         if self.live is not None:
             self._score(frame.labels, ground_truth, header)
         self.processed_rate.tick()
@@ -309,15 +350,18 @@ class EmerDiffNode(LifecycleNode):
 
     def _score(self, labels, ground_truth: Image | None, header) -> None:
         if ground_truth is None:
-            self._skip("frames_without_ground_truth", f"no ground truth within sync_slop of frame "
-                                                      f"{_seconds(header.stamp)}: it is not scored")
+            self.health.count(Count.FRAMES_WITHOUT_GROUND_TRUTH)
+            self._say_once("no_ground_truth", f"no ground truth within sync_slop of frame {_seconds(header.stamp)}: "
+                                              "it is not scored (frames_without_ground_truth counts the others; is "
+                                              "the semantic camera publishing on `ground_truth`?)")
             return
         try:
             values = self.live.add(labels, label_pixels(ground_truth))
         except (MessageError, ScoringError) as exc:
-            self._skip("bad_ground_truth", f"ground truth of frame {_seconds(header.stamp)} not scored: {exc}")
+            self._skip(Count.BAD_GROUND_TRUTH, "ground_truth", f"ground truth of frame {_seconds(header.stamp)} not "
+                                                               f"scored: {exc}")
             return
-        self.health.count("scored_frames")
+        self.health.count(Count.SCORED_FRAMES)
         for name, value in values.items():
             self._scores[f"score/{name}"].publish(Float32(data=value))
 
@@ -344,11 +388,16 @@ class EmerDiffNode(LifecycleNode):
             segmenter = None if pipeline is None else pipeline.segmenter
             if segmenter is not None and config != self.config:  # model, device, dtype are read-only
                 segmenter = Segmenter(segmenter.model, config)
-        except ValueError as exc:
+        except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        fov_changed = settings.camera_fov != self.settings.camera_fov
         self.config, self.settings = config, settings
+        self.step = FrameStep(settings)
         if pipeline is not None:
             pipeline.configure(segmenter, settings)
+        if fov_changed and self.lifecycle_state == "active":
+            self._said.discard("camera_fov")
+            self._follow_camera_fov()
         self.gate.set_max_rate(settings.max_rate_hz)
         self.sync.set_horizon(int(settings.cloud_buffer_seconds * 1e9))
         self.ground_truth.slop = int(settings.sync_slop * 1e9)

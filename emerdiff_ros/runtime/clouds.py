@@ -89,7 +89,7 @@ class Cloud:
     def with_labels(self, labels: np.ndarray) -> "Cloud":
         """A packed copy with a uint16 `label` field after the existing ones (replacing one of that name)."""
         if len(labels) != self.size:
-            raise ValueError(f"{len(labels)} labels for {self.size} points")
+            raise CloudError(f"{len(labels)} labels for {self.size} points")
         kept = tuple(f for f in self.fields if f.name != LABEL_FIELD)
         offset = -(-self.point_step // 2) * 2  # uint16 alignment
         step = -(-(offset + 2) // 4) * 4  # keep points 4-byte aligned

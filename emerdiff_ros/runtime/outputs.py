@@ -14,7 +14,7 @@ from typing import Collection
 
 import numpy as np
 
-from .clouds import NO_LABEL, Cloud
+from .clouds import NO_LABEL, Cloud, CloudError
 from .messages import cloud_layout, image_layout
 from .palette import overlay, palette
 from .projection import CameraModel, point_labels, project, sensor_to_optical
@@ -64,6 +64,7 @@ class Output:
 @dataclass
 class OutputReport:
     nan_points: dict[str, int] = field(default_factory=dict)
+    inf_points: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # sensor -> why its outputs are missing
     without_camera: list[str] = field(default_factory=list)  # sensors not labelled: no camera_info yet
 
@@ -88,16 +89,18 @@ def frame_outputs(rgb: np.ndarray | None, labels: np.ndarray, clouds: dict[str, 
             report.without_camera.append(sensor)
             continue
         try:
+            matched.cloud.check()  # cheap; a cloud that skipped the input checks must not cost the frame
             xyz = matched.cloud.xyz()
             to_optical = sensor_to_optical(settings.camera_pose, getattr(settings, f"{sensor}_pose"))
             point_ids = point_labels(xyz, to_optical, camera, labels)
             if f"{sensor}/labeled" in wanted:
-                labeled = matched.cloud.with_labels(point_ids)
-                outputs.append(Output(f"{sensor}/labeled", cloud_layout(labeled), matched.frame_id))
-        except Exception as exc:  # one sensor's bad cloud must not cost the frame its other outputs
-            report.failed[sensor] = f"{type(exc).__name__}: {exc}"
+                labeled = matched.cloud.with_labels(point_ids)  # every point kept: the input's is_dense holds
+                outputs.append(Output(f"{sensor}/labeled", cloud_layout(labeled, matched.is_dense), matched.frame_id))
+        except CloudError as exc:  # one sensor's bad cloud must not cost the frame its other outputs
+            report.failed[sensor] = str(exc)
             continue
         report.nan_points[sensor] = int(np.isnan(xyz).any(axis=1).sum())
+        report.inf_points[sensor] = int(np.isinf(xyz).any(axis=1).sum())
         projected[sensor] = (xyz, to_optical, point_ids)
     if PROJECTION in wanted and rgb is not None and camera is not None:
         outputs.append(Output(PROJECTION, image_layout(projection_image(rgb, labels, camera, projected))))

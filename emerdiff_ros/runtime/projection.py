@@ -65,9 +65,9 @@ class CameraModel:
 
 def project(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel) -> tuple[np.ndarray, np.ndarray]:
     """(N, 2) int64 pixel (u, v) of each (N, 3) point and (N,) whether it lands in the image in front of it."""
-    optical = points @ to_optical[:3, :3].T + to_optical[:3, 3]
-    x, y, z = optical.T
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN and Inf points land nowhere
+        optical = points @ to_optical[:3, :3].T + to_optical[:3, 3]
+        x, y, z = optical.T
         u = np.floor(camera.fx * x / z + camera.cx)
         v = np.floor(camera.fy * y / z + camera.cy)
         inside = (z > MIN_DEPTH) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)

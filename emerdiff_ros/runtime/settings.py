@@ -44,8 +44,8 @@ class StreamSettings:
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages", low=0.1, high=60.0,
                                       read_only=True)
     camera_fov: float = param(0.0, "horizontal field of view (degrees) to derive the intrinsics from the frame's size "
-                              "as CARLA does, instead of camera_info (CARLA's own ROS 2 camera_info is wrong); 0 "
-                              "uses camera_info", low=0.0, high=179.0)
+                              "as CARLA does, instead of camera_info (CARLA's own ROS 2 camera_info is wrong); "
+                              "camera_info is then not subscribed to; 0 uses camera_info", low=0.0, high=179.0)
     ground_truth_format: str = param("", "encoding of the `ground_truth` input for live scoring: a format of emerdiff "
                                      "eval (carla-palette as the bridge publishes it, carla-tags for raw tags in the "
                                      "red channel, ...) or a class map file; empty: no live scoring", read_only=True,
@@ -73,3 +73,9 @@ class StreamSettings:
 
     def replace(self, **changes) -> "StreamSettings":
         return replace(self, **changes)
+
+
+# The settings that shape a frame's outputs, so `emerdiff bag` takes each as a flag: a bag segmented offline
+# holds what the node would have published with the same settings.
+OUTPUT_SETTINGS = ("sync_slop", "camera_pose", "lidar_pose", "radar_pose", "camera_fov", "track_labels",
+                   "track_smoothing", "overlay_alpha")

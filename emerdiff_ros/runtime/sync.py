@@ -1,11 +1,14 @@
 """LiDAR and radar clouds kept by stamp for matching to camera frames, on a timeline that may jump.
 
 Real drives break naive stamp buffers: a bag loops, /clock jumps back, the simulator restarts at 0,
-or one sensor sends a stamp far in the future. All streams share one timeline: a stamp older than
-the newest one by more than the horizon means time went back, and every buffer starts afresh; a
-cloud stamped more than the horizon ahead of the newest camera frame is rejected, so it can never
-evict the present. The frame being segmented holds on to its clouds, those buffered when the worker
-took it and those of its tick that arrive while it is segmented, however long that takes.
+or one sensor sends a stamp far off. All streams share one timeline, the newest stamp of any of
+them. The camera is trusted: a frame stamped more than the horizon before the timeline means time
+went back, and every buffer starts afresh. A cloud that far off the timeline (before it, or ahead
+of it) is held back as an outlier: one bad stamp alone must not move the timeline, but a run of
+clouds that agree with each other does (a jump the camera has not confirmed yet, or a camera that
+has gone silent while the drive goes on). The frame being segmented holds on to its clouds, those
+buffered when the worker took it and those of its tick that arrive while it is segmented, however
+long that takes.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ T = TypeVar("T")
 # The buffers hold horizon x this many clouds per sensor: above any LiDAR or radar rate in use, and what
 # bounds memory (horizon x rate x cloud size).
 MAX_SENSOR_RATE_HZ = 100
+# Clouds off the timeline that agree with each other: this many move it (two sensors' ticks and one more).
+CONFIRMING_CLOUDS = 3
 
 
 class Arrival(Enum):
     KEPT = "kept"
     TIME_JUMP = "time_jump"  # kept, after every buffer was emptied: time went back
-    FUTURE = "future"  # rejected: far ahead of the camera
+    OUTLIER = "outlier"  # held back: far before the timeline, until the camera or more clouds confirm the jump
+    FUTURE = "future"  # held back: far ahead of the timeline, until more clouds confirm it
     STALE = "stale"  # rejected: from before time went back, still in flight
     UNSTAMPED = "unstamped"  # rejected: stamp 0 cannot be matched
 
@@ -41,9 +47,9 @@ class CloudSync(Generic[T]):
     def __init__(self, sensors: Iterable[str], horizon_ns: int):
         self._lock = threading.Lock()
         self._buffers: dict[str, StampBuffer[T]] = {name: StampBuffer(1, horizon_ns) for name in sensors}
-        self._newest: int | None = None  # newest stamp kept, any stream
-        self._camera: int | None = None  # newest camera stamp since time last went back
+        self._newest: int | None = None  # newest stamp on the timeline, any stream
         self._before_jump: int | None = None  # the newest stamp before time last went back
+        self._outliers: list[tuple[str, int, T]] = []  # clouds off the timeline that agree with each other
         self._held: _Held | None = None  # the clouds of the frame in progress
         self.set_horizon(horizon_ns)
 
@@ -54,14 +60,17 @@ class CloudSync(Generic[T]):
                 buffer.capacity, buffer.horizon_ns = buffer_capacity(horizon_ns), horizon_ns
 
     def frame(self, stamp_ns: int) -> Arrival:
-        """Note a camera frame's stamp (the reference for rejecting clouds from the future)."""
+        """Note a camera frame's stamp: the camera sets the timeline."""
         if stamp_ns == 0:
             return Arrival.UNSTAMPED
         with self._lock:
             if self._stale(stamp_ns):
                 return Arrival.STALE
-            jumped = self._observe(stamp_ns)
-            self._camera = stamp_ns if self._camera is None else max(self._camera, stamp_ns)
+            jumped = self._jumps_back(stamp_ns)
+            if jumped:
+                self._restart(stamp_ns)
+            self._newest = stamp_ns if self._newest is None else max(self._newest, stamp_ns)
+            self._admit_outliers_on_timeline()
         return Arrival.TIME_JUMP if jumped else Arrival.KEPT
 
     def add(self, sensor: str, stamp_ns: int, item: T) -> Arrival:
@@ -70,13 +79,10 @@ class CloudSync(Generic[T]):
         with self._lock:
             if self._stale(stamp_ns):
                 return Arrival.STALE
-            if self._camera is not None and stamp_ns > self._camera + self._horizon:
-                return Arrival.FUTURE
-            jumped = self._observe(stamp_ns)
-            self._buffers[sensor].add(stamp_ns, item)
-            if self._held is not None:
-                self._held.offer(sensor, stamp_ns, item)
-        return Arrival.TIME_JUMP if jumped else Arrival.KEPT
+            if self._newest is not None and not self._on_timeline(stamp_ns):
+                return self._outlier(sensor, stamp_ns, item)
+            self._keep(sensor, stamp_ns, item)
+        return Arrival.KEPT
 
     def hold(self, stamp_ns: int, slop_ns: int) -> None:
         """Start holding the clouds nearest a frame's stamp (within slop): it is being segmented."""
@@ -96,21 +102,52 @@ class CloudSync(Generic[T]):
     def __len__(self) -> int:
         return sum(len(buffer) for buffer in self._buffers.values())
 
+    def _on_timeline(self, stamp_ns: int) -> bool:
+        return self._newest - self._horizon <= stamp_ns <= self._newest + self._horizon
+
+    def _jumps_back(self, stamp_ns: int) -> bool:
+        return self._newest is not None and stamp_ns < self._newest - self._horizon
+
+    def _keep(self, sensor: str, stamp_ns: int, item: T) -> None:
+        self._newest = stamp_ns if self._newest is None else max(self._newest, stamp_ns)
+        self._buffers[sensor].add(stamp_ns, item)
+        if self._held is not None:
+            self._held.offer(sensor, stamp_ns, item)
+
+    def _outlier(self, sensor: str, stamp_ns: int, item: T) -> Arrival:
+        """Hold back a cloud off the timeline; a run of them that agree moves the timeline to them."""
+        if self._outliers and abs(stamp_ns - self._outliers[0][1]) > self._horizon:
+            self._outliers.clear()  # it does not agree with the earlier outliers: they were lone ones
+        self._outliers.append((sensor, stamp_ns, item))
+        if len(self._outliers) < CONFIRMING_CLOUDS:
+            return Arrival.FUTURE if stamp_ns > self._newest + self._horizon else Arrival.OUTLIER
+        confirmed, self._outliers = self._outliers, []
+        jumped = self._jumps_back(stamp_ns)
+        if jumped:
+            self._restart(min(stamp for _, stamp, _ in confirmed))
+        for args in confirmed:
+            self._keep(*args)
+        return Arrival.TIME_JUMP if jumped else Arrival.KEPT
+
+    def _admit_outliers_on_timeline(self) -> None:
+        """After the camera moved the timeline: the held-back clouds it reached are kept."""
+        waiting, self._outliers = self._outliers, []
+        for sensor, stamp, item in waiting:
+            if self._on_timeline(stamp):
+                self._keep(sensor, stamp, item)
+            else:
+                self._outliers.append((sensor, stamp, item))
+
+    def _restart(self, stamp_ns: int) -> None:
+        """Time went back to stamp_ns: every buffer empties."""
+        for buffer in self._buffers.values():
+            buffer.clear()
+        self._before_jump, self._newest = self._newest, stamp_ns
+
     def _stale(self, stamp_ns: int) -> bool:
         """A message of the timeline time went back from, arriving late: it must not drag time forward again."""
         return (self._before_jump is not None and stamp_ns > self._newest + self._horizon
                 and abs(stamp_ns - self._before_jump) <= self._horizon)
-
-    def _observe(self, stamp_ns: int) -> bool:
-        """Move the timeline to stamp_ns; True (and every buffer emptied) when that is a jump back."""
-        if self._newest is not None and stamp_ns < self._newest - self._horizon:
-            for buffer in self._buffers.values():
-                buffer.clear()
-            self._before_jump = self._newest
-            self._newest, self._camera = stamp_ns, None
-            return True
-        self._newest = stamp_ns if self._newest is None else max(self._newest, stamp_ns)
-        return False
 
 
 class _Held(Generic[T]):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -31,11 +32,13 @@ from tqdm import tqdm
 from ..engine import Segmenter
 from ..engine.jobs import FrameRunner, SegmentJob, runner_for
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
-from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, frame_outputs, output_topic
+from ..runtime.counters import Count
+from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, output_topic
 from ..runtime.pipeline import stable_labels
 from ..runtime.projection import CameraModel
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
+from ..runtime.step import FrameStep
 from ..runtime.tracker import LabelTracker
 from ..scoring import BAG_LABEL_IDS_KEY, ids_value
 
@@ -64,8 +67,8 @@ class BagSummary:
     from_cache: int = 0  # segmented by an interrupted run (--resume)
     bad_images: int = 0
     bad_clouds: int = 0
-    unmatched: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SENSORS, 0))
     labeled_clouds: int = 0
+    counts: Counter = field(default_factory=Counter)  # what the frame step counted
     messages_copied: int = 0
     seconds: list[float] = field(default_factory=list)
     smoke_note: str | None = None
@@ -73,8 +76,8 @@ class BagSummary:
     def lines(self, out: Path) -> list[str]:
         lines = [f"frames: {self.frames} in the bag, {self.selected} selected, {self.segmented} segmented now, "
                  f"{self.from_cache} from the interrupted run, {self.bad_images} bad",
-                 f"clouds: {self.labeled_clouds} labelled, unmatched lidar {self.unmatched['lidar']}, "
-                 f"radar {self.unmatched['radar']}, bad {self.bad_clouds}",
+                 f"clouds: {self.labeled_clouds} labelled, unmatched lidar {self.counts[Count.UNMATCHED_LIDAR]}, "
+                 f"radar {self.counts[Count.UNMATCHED_RADAR]}, bad {self.bad_clouds}",
                  f"messages copied: {self.messages_copied}"]
         if self.seconds:
             lines.append(f"seconds per frame: {np.mean(self.seconds):.2f}")
@@ -203,6 +206,8 @@ def _index(reader: AnyReader, topics: BagTopics, settings: StreamSettings, every
         if conn in image_conns:
             image_stamps.append(stamp_ns(msg.header.stamp))
         elif conn in info_conns:
+            if settings.camera_fov:  # the intrinsics come from the field of view: camera_info is not used
+                continue
             try:
                 cameras.append((stamp_ns(msg.header.stamp), camera_from_info(msg)))
             except MessageError as exc:
@@ -224,9 +229,7 @@ def _index(reader: AnyReader, topics: BagTopics, settings: StreamSettings, every
     for name in SENSORS:
         for i in selected:
             found = buffers[name].nearest(image_stamps[i], slop)
-            if found is None:
-                summary.unmatched[name] += 1
-            else:
+            if found is not None:
                 matches.setdefault((name, found[1]), []).append(i)
     cameras.sort(key=lambda item: item[0])
     return _Index(image_stamps, [s for s, _ in cameras], [camera for _, camera in cameras], matches)
@@ -290,6 +293,7 @@ class _Pending:
 def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress):
     """Copy every message and add each frame's outputs (as the node makes them) after its last input."""
     store = get_typestore(Stores.ROS2_KILTED)
+    step = FrameStep(settings)
     writer = Writer(out, version=9, storage_plugin=storage)
     writer.set_custom_data(BAG_LABEL_IDS_KEY, ids_value(settings.track_labels))  # tracked ids are stable
     writer.open()
@@ -318,15 +322,16 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
             with np.load(_frame_file(work, i)) as data:
                 labels = data["labels"]
             stamp = stamp_ns(waiting.header.stamp)
-            made, report = frame_outputs(waiting.rgb, labels, waiting.clouds, _camera_for(index, stamp), settings)
-            for output in made:
+            result = step(waiting.rgb, labels, waiting.clouds, _camera_for(index, stamp))
+            for output in result.outputs:
                 header = _header(store, stamp, output.frame_id or waiting.header.frame_id)
                 msgtype = OUTPUTS[output.name]
                 writer.write(outputs[output.name], timestamp,
                              store.serialize_cdr(_message(store, msgtype, output.layout, header), msgtype))
-            summary.labeled_clouds += sum(output.name.endswith("/labeled") for output in made)
-            for sensor, reason in report.failed.items():
-                log.warning("no labelled %s cloud for frame %d: %s", sensor, i, reason)
+            summary.labeled_clouds += sum(output.name.endswith("/labeled") for output in result.outputs)
+            summary.counts.update(result.counts)
+            for problem in result.problems:
+                log.warning("frame %d: %s", i, problem.message)
 
         for conn, timestamp, raw in tqdm(reader.messages(), total=reader.message_count, desc="write",
                                          unit="msg", disable=not progress, mininterval=1.0):
