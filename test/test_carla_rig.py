@@ -89,7 +89,8 @@ def test_spawn_points_in_ros_axes_become_carla_transforms():
 def test_the_shipped_rig_file_reads_as_the_bridge_reads_it():
     rig_ = load_rig(RIG_FILE)
     assert (rig_.vehicle_type, rig_.role_name, rig_.vehicle_pose) == ("vehicle.tesla.model3", "ego_vehicle", None)
-    assert [(s.id, s.kind) for s in rig_.sensors] == [("rgb_front", "camera"), ("semantic_segmentation_front", "semantic"),
+    assert [(s.id, s.kind) for s in rig_.sensors] == [("rgb_front", "camera"),
+                                                      ("semantic_segmentation_front", "semantic"),
                                                       ("lidar", "lidar"), ("radar_front", "radar")]
     assert set(rig_.skipped) == {"objects", "actor_list", "tf", "odometry", "control"}
     camera, _, lidar, _ = rig_.sensors
@@ -109,6 +110,8 @@ def test_the_shipped_rig_file_reads_as_the_bridge_reads_it():
         {"type": "sensor.lidar.ray_cast", "id": "l"}, {"type": "sensor.other.radar", "id": "l"}]}]}, "used twice"),
     ({"objects": [{"type": "vehicle.a", "id": "a", "sensors": [
         {"type": "sensor.lidar.ray_cast", "id": "l", "spawn_point": {"x": "ahead"}}]}]}, "must be numbers"),
+    ({"objects": [{"type": "vehicle.a", "id": "a", "spawn_point": {"x": 1, "y": 2, "z": 0.3, "pitch": 0},
+                   "sensors": [{"type": "sensor.lidar.ray_cast", "id": "l"}]}]}, "lacks roll, yaw: give all of"),
     ({"objects": [{"type": "sensor.camera.rgb", "id": "cam", "spawn_point": {"x": 0, "y": 0, "z": 9}},
                   {"type": "vehicle.a", "id": "a", "sensors": [{"type": "sensor.lidar.ray_cast", "id": "l"}]}]},
      "not: cam"),
@@ -142,8 +145,8 @@ def test_radar_detections_become_bridge_points_with_elevation_at_offset_28():
     np.testing.assert_allclose(rows[1, :3], [5.0, 0.0, 0.0], atol=1e-6)
     cloud = radar_cloud(rows)
     assert cloud.point_step == RADAR_POINT_STEP == 32
-    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("Range", 12),
-                                                          ("Velocity", 16), ("AzimuthAngle", 20), ("ElevationAngle", 28)]
+    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("Range", 12), ("Velocity", 16),
+                                                          ("AzimuthAngle", 20), ("ElevationAngle", 28)]
     np.testing.assert_allclose(cloud.field("Range"), [10, 5])
     np.testing.assert_allclose(cloud.field("Velocity"), [-2, 3])
     np.testing.assert_allclose(cloud.field("AzimuthAngle"), [math.radians(30), 0], atol=1e-7)

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rig.add_argument("--sensors", type=Path, help=f"rig file in the bridge's objects format "
                                                   f"(default {default_rig_file()})")
     rig.add_argument("--ros2", action="store_true",
-                     help="enable CARLA's native ROS 2 publishing of each sensor (server >= 0.9.15 started with --ros2)")
+                     help="enable CARLA's native ROS 2 publishing of each sensor "
+                          "(server >= 0.9.15 started with --ros2)")
     rig.add_argument("--record", type=Path, metavar="OUT",
                      help="write the bridge's messages and /clock into a new rosbag2 (MCAP), no ROS needed")
     rig.add_argument("--save-frames", type=Path, metavar="DIR",
