@@ -317,7 +317,6 @@ class Client:
         with blocking_in_cpp():
             server = self._server()
             server.record("load_world", map_name)
-            time.sleep(server.load_seconds)
             server.town = map_name
             return World(server)
 
@@ -334,16 +333,14 @@ class Server:
     message holds. Failures: `fail_at` a tick number -> RuntimeError in tick(), `interrupt_at`
     -> KeyboardInterrupt in tick(), `hang_at` -> tick() waits a minute (a hung server), `silent`
     {tick: [sensor role names]} that deliver nothing. `progress_file`: where each tick() writes its
-    number as it starts, for a test driving the rig in another process. `load_seconds`: how long
-    load_world() takes.
+    number as it starts, for a test driving the rig in another process.
     """
 
     def __init__(self, camera_rgb, lidar_points, radar_points, version="0.9.16", fail_at=None,
-                 interrupt_at=None, hang_at=None, silent=None, delay=0.0, start_elapsed=2.0, progress_file=None,
-                 load_seconds=0.0):
+                 interrupt_at=None, hang_at=None, silent=None, delay=0.0, start_elapsed=2.0, progress_file=None):
         self.camera_rgb, self.lidar_points, self.radar_points = camera_rgb, lidar_points, radar_points
         self.version, self.fail_at, self.interrupt_at, self.hang_at = version, fail_at, interrupt_at, hang_at
-        self.silent, self.progress_file, self.load_seconds = silent or {}, progress_file, load_seconds
+        self.silent, self.progress_file = silent or {}, progress_file
         self.delay = delay  # seconds each tick takes, like a rendering server
         self.settings = WorldSettings(False, None)
         self.weather = WeatherParameters("Default", 20.0)
