@@ -4,7 +4,10 @@ It offers exactly the client calls the rig makes (the names are checked against 
 in test_carla_rig.py when it is installed), keeps the state a server would (actors, settings,
 weather, Traffic Manager mode), records every call, and produces sensor data the way CARLA does:
 raw buffers (BGRA images, LiDAR x, y, z, intensity and radar velocity, azimuth, altitude, depth
-float32, in CARLA's left-handed axes) delivered after each tick on other threads, in any order.
+float32, in CARLA's left-handed axes) delivered after each tick on other threads, in any order, by
+the sensors whose `sensor_tick` has come round. Its blocking calls (tick, get_server_version,
+load_world) hold off signals as the real ones, which wait inside C++, do: a Python signal handler of
+the calling thread runs only once they return.
 The data come from known geometry given in ROS axes, so a test can compute what the bridge
 would publish by hand. Install it with `install(server)` as sys.modules["carla"].
 """
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import copy
 import random
+import signal
 import sys
 import threading
 import time
 import types
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,13 +33,27 @@ BLUEPRINTS = {
     "sensor.camera.rgb": {"role_name": "", "ros_name": "sensor.camera.rgb", "image_size_x": "800",
                           "image_size_y": "600", "fov": "90.0", "sensor_tick": "0.0"},
     "sensor.camera.semantic_segmentation": {"role_name": "", "ros_name": "sensor.camera.semantic_segmentation",
-                                            "image_size_x": "800", "image_size_y": "600", "fov": "90.0"},
+                                            "image_size_x": "800", "image_size_y": "600", "fov": "90.0",
+                                            "sensor_tick": "0.0"},
     "sensor.lidar.ray_cast": {"role_name": "", "ros_name": "sensor.lidar.ray_cast", "range": "10.0",
                               "channels": "32", "points_per_second": "56000", "upper_fov": "10.0",
-                              "lower_fov": "-30.0", "rotation_frequency": "10.0", "noise_stddev": "0.0"},
+                              "lower_fov": "-30.0", "rotation_frequency": "10.0", "noise_stddev": "0.0",
+                              "sensor_tick": "0.0"},
     "sensor.other.radar": {"role_name": "", "ros_name": "sensor.other.radar", "horizontal_fov": "30.0",
-                           "vertical_fov": "30.0", "points_per_second": "1500", "range": "100"},
+                           "vertical_fov": "30.0", "points_per_second": "1500", "range": "100", "sensor_tick": "0.0"},
 }
+
+
+@contextmanager
+def blocking_in_cpp():
+    """A call of the real client waits inside C++: the calling thread's Python signal handlers wait for
+    its end. Holding SIGINT and SIGTERM off this thread for the call does the same (the kernel hands them
+    to a thread that takes them, or keeps them pending until the call returns)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class Location:
@@ -262,7 +281,8 @@ class World:
         return actor
 
     def tick(self, seconds: float = 10.0) -> int:
-        return self._server.tick(seconds)
+        with blocking_in_cpp():
+            return self._server.tick(seconds)
 
     def get_snapshot(self) -> WorldSnapshot:
         server = self._server
@@ -287,16 +307,18 @@ class Client:
         return "0.9.16"
 
     def get_server_version(self) -> str:
-        return self._server().version
+        with blocking_in_cpp():
+            return self._server().version
 
     def get_world(self) -> World:
         return World(self._server())
 
     def load_world(self, map_name: str, reset_settings: bool = True) -> World:
-        server = self._server()
-        server.record("load_world", map_name)
-        server.town = map_name
-        return World(server)
+        with blocking_in_cpp():
+            server = self._server()
+            server.record("load_world", map_name)
+            server.town = map_name
+            return World(server)
 
     def get_trafficmanager(self, client_connection: int = 8000) -> TrafficManager:
         return TrafficManager(self._server(), client_connection)
@@ -332,6 +354,7 @@ class Server:
         self._ids = 100
         self._rng = random.Random(7)
         self._threads: list[threading.Thread] = []
+        self._measured: dict[int, float] = {}  # sensor actor id -> simulation time of its last measurement
 
     def record(self, *call) -> None:
         self.calls.append(call)
@@ -361,12 +384,12 @@ class Server:
         return self.frame
 
     def _deliver(self) -> None:
-        """Each listening sensor's data for the new frame, on its own thread, after a random delay;
-        sometimes the previous frame's data again first (late)."""
+        """The data of each listening sensor that measures in the new frame, on its own thread, after a
+        random delay."""
         self._threads = [t for t in self._threads if t.is_alive()]
         silent = self.silent.get(self.ticks, ())
         for actor in list(self.actors.values()):
-            if not isinstance(actor, ServerSideSensor) or actor._callback is None:
+            if not isinstance(actor, ServerSideSensor) or not self._measures(actor) or actor._callback is None:
                 continue
             if actor.attributes["role_name"] in silent:
                 continue
@@ -374,6 +397,15 @@ class Server:
             thread = threading.Thread(target=self._call, args=(actor, data, self._rng.random() * 0.004), daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _measures(self, actor: Actor) -> bool:
+        """A sensor measures on its first tick, then once `sensor_tick` seconds of simulation have passed
+        (every tick for 0), as Unreal ticks an actor with a tick interval."""
+        period, last = float(actor.attributes["sensor_tick"]), self._measured.get(actor.id)
+        if last is not None and self.elapsed < last + period - 1e-6:
+            return False
+        self._measured[actor.id] = self.elapsed
+        return True
 
     @staticmethod
     def _call(actor, data, delay) -> None:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from emerdiff_ros.carla.command import tick_limit
 from emerdiff_ros.carla.convert import (RADAR_POINT_STEP, RawDataError, bgra_pixels, camera_info_fields,
                                         image_fields, lidar_cloud, lidar_points, radar_cloud, radar_points, stamp_ns)
 from emerdiff_ros.carla.rigfile import Pose, RigError, load_rig, parse_rig
+from emerdiff_ros.carla.session import matching_client
 from emerdiff_ros.cli import main
 from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns as msg_stamp_ns
@@ -87,7 +89,8 @@ def test_spawn_points_in_ros_axes_become_carla_transforms():
 def test_the_shipped_rig_file_reads_as_the_bridge_reads_it():
     rig_ = load_rig(RIG_FILE)
     assert (rig_.vehicle_type, rig_.role_name, rig_.vehicle_pose) == ("vehicle.tesla.model3", "ego_vehicle", None)
-    assert [(s.id, s.kind) for s in rig_.sensors] == [("rgb_front", "camera"), ("semantic_segmentation_front", "semantic"),
+    assert [(s.id, s.kind) for s in rig_.sensors] == [("rgb_front", "camera"),
+                                                      ("semantic_segmentation_front", "semantic"),
                                                       ("lidar", "lidar"), ("radar_front", "radar")]
     assert set(rig_.skipped) == {"objects", "actor_list", "tf", "odometry", "control"}
     camera, _, lidar, _ = rig_.sensors
@@ -107,6 +110,8 @@ def test_the_shipped_rig_file_reads_as_the_bridge_reads_it():
         {"type": "sensor.lidar.ray_cast", "id": "l"}, {"type": "sensor.other.radar", "id": "l"}]}]}, "used twice"),
     ({"objects": [{"type": "vehicle.a", "id": "a", "sensors": [
         {"type": "sensor.lidar.ray_cast", "id": "l", "spawn_point": {"x": "ahead"}}]}]}, "must be numbers"),
+    ({"objects": [{"type": "vehicle.a", "id": "a", "spawn_point": {"x": 1, "y": 2, "z": 0.3, "pitch": 0},
+                   "sensors": [{"type": "sensor.lidar.ray_cast", "id": "l"}]}]}, "lacks roll, yaw: give all of"),
     ({"objects": [{"type": "sensor.camera.rgb", "id": "cam", "spawn_point": {"x": 0, "y": 0, "z": 9}},
                   {"type": "vehicle.a", "id": "a", "sensors": [{"type": "sensor.lidar.ray_cast", "id": "l"}]}]},
      "not: cam"),
@@ -140,8 +145,8 @@ def test_radar_detections_become_bridge_points_with_elevation_at_offset_28():
     np.testing.assert_allclose(rows[1, :3], [5.0, 0.0, 0.0], atol=1e-6)
     cloud = radar_cloud(rows)
     assert cloud.point_step == RADAR_POINT_STEP == 32
-    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("Range", 12),
-                                                          ("Velocity", 16), ("AzimuthAngle", 20), ("ElevationAngle", 28)]
+    assert [(f.name, f.offset) for f in cloud.fields] == [("x", 0), ("y", 4), ("z", 8), ("Range", 12), ("Velocity", 16),
+                                                          ("AzimuthAngle", 20), ("ElevationAngle", 28)]
     np.testing.assert_allclose(cloud.field("Range"), [10, 5])
     np.testing.assert_allclose(cloud.field("Velocity"), [-2, 3])
     np.testing.assert_allclose(cloud.field("AzimuthAngle"), [math.radians(30), 0], atol=1e-7)
@@ -339,11 +344,45 @@ def test_ros2_mode_enables_native_publishing_on_every_sensor(server, tmp_path, c
     assert_world_restored(standin)
 
 
-def test_user_errors_stop_before_touching_the_world(server, tmp_path, capsys):
+def test_a_sensor_with_a_slower_sensor_tick_is_waited_for_only_on_the_ticks_it_measures(server, tmp_path, capsys):
+    server(silent={3: ["lidar"]})  # its data of the third tick are lost
+    objects = json.loads(RIG_FILE.read_text())
+    lidar = next(o for o in objects["objects"] if o["id"] == "ego_vehicle")["sensors"][2]
+    lidar["sensor_tick"] = 0.1  # every other tick of the 0.05 s step
+    rig_file, out = tmp_path / "rig.json", tmp_path / "drive"
+    rig_file.write_text(json.dumps(objects))
+    assert rig("--sensors", str(rig_file), "--record", str(out), "--frames", "6", "--timeout", "2") == 0
+    assert "sensor data missing: lidar 1;" in capsys.readouterr().out  # the lost one; not the ticks it skips
+    messages = read_back(out)
+    assert [frame_of(msg_stamp_ns(m.header.stamp)) for m in messages["/carla/ego_vehicle/lidar"]] == [1001, 1005]
+    assert all(len(messages[t]) == 6 for t in TOPICS - {"/carla/ego_vehicle/lidar"})
+
+
+def test_a_server_of_another_release_is_a_warning_and_strict_version_refuses_it(server, tmp_path, capsys):
     standin = server(version="0.9.15")
-    assert rig("--frames", "1") == 2
-    assert capsys.readouterr().err.strip().endswith("pip install carla==0.9.15")
-    standin.version = "0.9.16"
+    assert rig("--frames", "1", "--strict-version") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the carla client is 0.9.16 but the server at localhost:2999 is 0.9.15" in err[0]
+    assert err[0].endswith(matching_client("0.9.15")) and standin.calls == []
+    assert rig("--frames", "1") == 0  # as CARLA's own client: it warns and goes on
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning: the carla client is 0.9.16 but the server" in err[0]
+    assert matching_client("0.9.15") in err[0] and "--strict-version" in err[0]
+    assert standin.ticks == 1
+    assert_world_restored(standin)
+
+
+def test_the_client_to_install_depends_on_the_wheels_pypi_has_for_this_python():
+    assert matching_client("0.9.15", (3, 10)) == "pip install carla==0.9.15"
+    assert matching_client("0.9.15-dirty", (3, 12)).startswith("PyPI has carla==0.9.15 for Python 3.7-3.10 only, "
+                                                               "not 3.12")
+    assert matching_client("0.9.14", (3, 12)).startswith("PyPI has carla==0.9.14 for Python 3.7-3.8 only")
+    assert matching_client("0.9.16", (3, 12)) == "pip install carla==0.9.16"
+    assert "no carla==0.9.10 client" in matching_client("0.9.10", (3, 12))
+
+
+def test_user_errors_stop_before_touching_the_world(server, tmp_path, capsys):
+    standin = server()
     (tmp_path / "taken").mkdir()
     assert rig("--record", str(tmp_path / "taken")) == 2
     assert rig("--weather", "Sunny") == 2
@@ -367,7 +406,52 @@ def test_a_stand_in_without_a_server_fails_like_the_real_client(monkeypatch, cap
     assert len(err) == 1 and "CarlaUE4.sh -RenderOffScreen" in err[0]
 
 
-def _rig_process(args: list[str], state: Path, **server) -> subprocess.Popen:
+class Output:
+    """A process's output (stdout and stderr), read as it comes, so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process, self.text = process, ""
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self.process.stdout.fileno(), 4096):
+            with self._changed:
+                self.text += chunk.decode(errors="replace")
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: text in self.text, timeout):
+                raise AssertionError(f"no {text!r} within {timeout} s; the output: {self.text}")
+
+    def finish(self, timeout: float) -> str:
+        """The whole output, once the process has ended (within `timeout` seconds)."""
+        self.process.wait(timeout)
+        self._reader.join(timeout)
+        return self.text
+
+
+@pytest.fixture
+def processes():
+    """Starts processes whose output a test reads; kills whichever still runs when the test ends."""
+    started: list[Output] = []
+
+    def start(command: list[str]) -> tuple[subprocess.Popen, Output]:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'test'}"})
+        started.append(Output(process))
+        return process, started[-1]
+    yield start
+    for output in started:
+        if output.process.poll() is None:
+            output.process.kill()
+        output.finish(60)
+        output.process.stdout.close()
+
+
+def _rig_process(processes, args: list[str], state: Path, **server) -> tuple[subprocess.Popen, Output]:
     """carla_rig in its own process against the stand-in (a tick takes 20 ms, as a small server),
     which writes the number of the tick it is in to state.ticking and its final state to `state`."""
     code = (
@@ -380,28 +464,27 @@ def _rig_process(args: list[str], state: Path, **server) -> subprocess.Popen:
         "    sync=server.settings.synchronous_mode, tm=server.tm_synchronous, ticks=server.ticks))))\n"
         "from emerdiff_ros.carla.command import main\n"
         f"sys.exit(main({args!r}))\n")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'test'}"})
+    return processes([sys.executable, "-c", code])
 
 
-def _wait_for_tick(state: Path, tick: int, process: subprocess.Popen) -> None:
+def _wait_for_tick(state: Path, tick: int, output: Output) -> None:
     ticking, deadline = Path(str(state) + ".ticking"), time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and output.process.poll() is None:
         if ticking.exists() and ticking.read_text() and int(ticking.read_text()) >= tick:
             return
         time.sleep(0.02)
-    raise AssertionError(f"the rig never reached tick {tick}: {process.communicate()[0]}")
+    raise AssertionError(f"the rig never reached tick {tick}: {output.text}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(tmp_path, signum):
+def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(processes, tmp_path, signum):
     out, state = tmp_path / "drive", tmp_path / "state.json"
-    process = _rig_process(["--record", str(out)], state)
-    _wait_for_tick(state, 3, process)  # two ticks done, the third under way
+    process, output = _rig_process(processes, ["--record", str(out)], state)
+    _wait_for_tick(state, 3, output)  # two ticks done, the third under way
     process.send_signal(signum)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
-    assert "stopping after this tick" in output and "Traceback" not in output
+    printed = output.finish(60)
+    assert process.returncode == 0, printed
+    assert "stopping after this tick" in printed and "Traceback" not in printed
     final = json.loads(state.read_text())
     assert final["actors"] == 0 and final["sync"] is False and final["tm"] is False
     messages = read_back(out)
@@ -409,15 +492,16 @@ def test_ctrl_c_stops_after_the_tick_cleans_up_and_leaves_a_valid_bag(tmp_path, 
     assert {len(m) for m in messages.values()} == {final["ticks"]} and final["ticks"] >= 3  # whole ticks only
 
 
-def test_a_second_ctrl_c_interrupts_a_hung_tick_and_still_cleans_up(tmp_path):
+def test_a_second_ctrl_c_interrupts_a_hung_tick_at_once_and_still_cleans_up(processes, tmp_path):
     out, state = tmp_path / "drive", tmp_path / "state.json"
-    process = _rig_process(["--record", str(out)], state, hang_at=3)
-    _wait_for_tick(state, 3, process)  # two ticks, then the server hangs
+    process, output = _rig_process(processes, ["--record", str(out)], state, hang_at=3)
+    _wait_for_tick(state, 3, output)  # two ticks, then the server hangs for a minute, signals held off
     process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    output.wait_for("stopping after this tick", timeout=20)  # said during the hung tick, not after it
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=30)  # at once, not after the minute the tick would take
-    assert process.returncode == 130, output
+    printed = output.finish(30)
+    assert process.returncode == 130, printed
+    assert "carla_rig: interrupted" in printed and "Traceback" not in printed
     final = json.loads(state.read_text())
     assert final["actors"] == 0 and final["sync"] is False and final["tm"] is False
     assert {len(m) for m in read_back(out).values()} == {2}
@@ -446,6 +530,26 @@ def test_the_real_client_without_a_server_gives_one_line_and_a_non_zero_status()
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "time-out" in lines[0] and "CarlaUE4.sh -RenderOffScreen" in lines[0], result.stderr
+
+
+def test_ctrl_c_while_the_real_client_waits_for_the_server_ends_the_rig_at_once(processes):
+    _real_carla()
+    with socket.socket() as listener:  # accepts the client's connection and never answers it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(120)
+        process, output = processes([sys.executable, "-m", "emerdiff_ros.cli", "carla", "--host", "127.0.0.1",
+                                     "--port", str(listener.getsockname()[1]), "--timeout", "30"])
+        connection, _ = listener.accept()
+        with connection:
+            assert b"version" in connection.recv(64)  # its request: the rig now waits in get_server_version()
+            sent = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            printed = output.finish(60)
+            took = time.monotonic() - sent
+    assert process.returncode == 130, printed
+    assert printed.strip().splitlines() == ["emerdiff carla: interrupted"]
+    assert took < 10, f"{took:.1f} s from Ctrl-C to the end: the 30 s connection timeout was waited out"
 
 
 def test_the_stand_in_only_uses_names_the_real_client_has():

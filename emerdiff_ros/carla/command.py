@@ -1,9 +1,9 @@
 """`carla_rig` / `emerdiff carla`: drive the rig of config/carla_sensors.json in CARLA.
 
 Exit status: 0 after the asked frames or a Ctrl-C stop, 1 when the server is missing or fails
-during the drive, 2 for a problem the user fixes (no carla client, a version mismatch, a bad rig
-file or option), 130 when interrupted at once by a second Ctrl-C. Every way out destroys the
-actors and restores the world.
+during the drive, 2 for a problem the user fixes (no carla client, a version mismatch with
+--strict-version, a bad rig file or option), 130 when interrupted at once (a second Ctrl-C, or one
+while connecting). Every way out destroys the actors and restores the world.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--port", type=int, default=2000, help="CARLA server port (default 2000)")
     server.add_argument("--timeout", type=_positive, default=10.0,
                         help="seconds to wait for the server: to connect, per tick and for sensor data (default 10)")
+    server.add_argument("--strict-version", action="store_true",
+                        help="refuse a server of another release than the client (default: warn, as CARLA's client)")
     world = parser.add_argument_group("world")
     world.add_argument("--town", help="load this map first, e.g. Town10HD_Opt (default: keep the loaded one)")
     world.add_argument("--weather", help="a carla.WeatherParameters preset, e.g. ClearNoon (restored after)")
@@ -43,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rig.add_argument("--sensors", type=Path, help=f"rig file in the bridge's objects format "
                                                   f"(default {default_rig_file()})")
     rig.add_argument("--ros2", action="store_true",
-                     help="enable CARLA's native ROS 2 publishing of each sensor (server >= 0.9.15 started with --ros2)")
+                     help="enable CARLA's native ROS 2 publishing of each sensor "
+                          "(server >= 0.9.15 started with --ros2)")
     rig.add_argument("--record", type=Path, metavar="OUT",
                      help="write the bridge's messages and /clock into a new rosbag2 (MCAP), no ROS needed")
     rig.add_argument("--save-frames", type=Path, metavar="DIR",
@@ -134,7 +137,8 @@ def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
         carla = import_carla()
         if args.weather and args.weather not in weather_presets(carla):
             return fail(f"unknown weather {args.weather!r}; presets: {', '.join(weather_presets(carla))}", 2)
-        client, client_version, server_version = connect(carla, args.host, args.port, args.timeout)
+        client, client_version, server_version, warning = connect(carla, args.host, args.port, args.timeout,
+                                                                  strict=args.strict_version)
     except (RigError, RecordError, ClientMissing, VersionMismatch) as exc:
         return fail(str(exc), 2)
     except NoServer as exc:
@@ -143,6 +147,8 @@ def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     print(f"CARLA client {client_version}, server {server_version} at {args.host}:{args.port}")
+    if warning:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
     listen = bool(args.record or args.save_frames)
     options = SessionOptions(fixed_delta=args.fixed_delta, timeout=args.timeout, town=args.town,
                              weather=args.weather, autopilot=not args.no_autopilot, tm_port=args.tm_port,

@@ -81,8 +81,9 @@ def _pose(point: dict, what: str, required: tuple[str, ...] = ()) -> Pose:
     if not isinstance(point, dict):
         raise RigError(f"{what}: spawn_point must be an object with x, y, z, roll, pitch, yaw")
     missing = [k for k in required if k not in point]
-    if missing:
-        raise RigError(f"{what}: spawn_point lacks {', '.join(missing)}")
+    if missing:  # where the bridge would log it and spawn at a random point of the map instead
+        raise RigError(f"{what}: spawn_point lacks {', '.join(missing)}: give all of {', '.join(required)}, or no "
+                       f"spawn_point for a random spawn point of the map")
     try:
         return Pose(**{k: float(point.get(k, 0.0)) for k in ("x", "y", "z", "roll", "pitch", "yaw")})
     except (TypeError, ValueError):
@@ -108,7 +109,7 @@ def parse_rig(objects: dict) -> Rig:
     role = str(vehicle.get("id", "")).strip()
     if not role:
         raise RigError("the vehicle needs an id (its role name)")
-    vehicle_pose = (_pose(vehicle["spawn_point"], role, required=("x", "y", "z"))
+    vehicle_pose = (_pose(vehicle["spawn_point"], role, required=("x", "y", "z", "roll", "pitch", "yaw"))
                     if "spawn_point" in vehicle else None)
     sensors, skipped, seen = [], [str(o.get("id")) for o in others], set()
     for spec in vehicle.get("sensors", []):

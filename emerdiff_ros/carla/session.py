@@ -8,8 +8,10 @@ also after an error or an interruption half-way through the set-up.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +29,10 @@ INSTALL_HINT = (f"the carla Python client is not installed: pip install carla==<
                 f"pip install 'emerdiff_ros[carla]' installs it)")
 LOAD_TIMEOUT = 120.0  # seconds a map may take to load
 START_SERVER = "start one with CarlaUE4.sh -RenderOffScreen (add --ros2 for native ROS 2 topics)"
+# carla releases on PyPI -> the Pythons with wheels (x86-64 Linux and Windows), as pip's index showed in Nov 2026
+CLIENT_WHEELS = {"0.9.16": ((3, 10), (3, 12)), "0.9.15": ((3, 7), (3, 10)), "0.9.14": ((3, 7), (3, 8)),
+                 "0.9.13": ((3, 6), (3, 8)), "0.9.12": ((3, 6), (3, 8))}
+WAKE_SECONDS = 0.1  # how often a main thread waiting on the client looks at signals
 
 
 class CarlaError(RuntimeError):
@@ -59,21 +65,67 @@ def release(version: str) -> str:
     return match.group(0) if match else version.strip()
 
 
-def connect(carla, host: str, port: int, timeout: float):
-    """(client, client version, server version); NoServer or VersionMismatch in one line."""
+def off_main_thread(call: Callable, *args):
+    """call(*args) on a daemon thread, waited for here in short slices.
+
+    The client's blocking calls (tick, get_server_version, load_world) wait inside C++, where Python
+    runs no signal handler until they return: on the main thread a Ctrl-C would wait for the timeout.
+    The client releases the GIL, so here the handlers run at once; a KeyboardInterrupt they raise
+    leaves the call running on its thread, which, as a daemon, never holds the process's exit up.
+    """
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = call(*args)
+        except BaseException as exc:  # handed to the waiting thread, which decides
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"carla {getattr(call, '__name__', 'call')}", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(WAKE_SECONDS)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def matching_client(server_version: str, python: tuple[int, int] | None = None) -> str:
+    """How to get the client of a server's release for this Python, in words."""
+    python = python or sys.version_info[:2]
+    wanted = release(server_version)
+    span = CLIENT_WHEELS.get(wanted)
+    here = f"{python[0]}.{python[1]}"
+    if span is None:
+        return f"PyPI has no carla=={wanted} client: build it from CARLA's PythonAPI"
+    low, high = (f"{v[0]}.{v[1]}" for v in span)
+    if span[0] <= python <= span[1]:
+        return f"pip install carla=={wanted}"
+    return (f"PyPI has carla=={wanted} for Python {low}-{high} only, not {here}: run the rig from such a "
+            f"Python, or build the client from CARLA's PythonAPI")
+
+
+def connect(carla, host: str, port: int, timeout: float, strict: bool = False):
+    """(client, client version, server version, a warning or ""); NoServer, or with `strict`
+    VersionMismatch, in one line."""
     client = carla.Client(host, port)
     client.set_timeout(timeout)
     try:
-        server_version = client.get_server_version()
+        server_version = off_main_thread(client.get_server_version)
     except RuntimeError as exc:
         reason = str(exc).split(",")[0]
         raise NoServer(f"no CARLA server at {host}:{port} ({reason}): {START_SERVER}, "
                        f"or pass --host/--port") from None
     client_version = client.get_client_version()
-    if release(client_version) != release(server_version):
-        raise VersionMismatch(f"the carla client is {client_version} but the server at {host}:{port} is "
-                              f"{server_version}: pip install carla=={release(server_version)}")
-    return client, client_version, server_version
+    if release(client_version) == release(server_version):
+        return client, client_version, server_version, ""
+    mismatch = f"the carla client is {client_version} but the server at {host}:{port} is {server_version}"
+    if strict:
+        raise VersionMismatch(f"{mismatch}: {matching_client(server_version)}")
+    # as CARLA's own client: a warning, since a matching client may not exist for this Python
+    return client, client_version, server_version, (
+        f"{mismatch}: calls, blueprint attributes and sensor data may differ between releases and fail or "
+        f"come out wrong ({matching_client(server_version)}; --strict-version refuses a mismatch)")
 
 
 @dataclass(frozen=True)
@@ -99,6 +151,7 @@ class CameraGeometry:
 @dataclass(frozen=True)
 class Reading:
     frame: int
+    elapsed: float  # the data's simulation time, s
     value: np.ndarray | None  # the converted raw buffer; None if it could not be converted
     error: str = ""
 
@@ -123,16 +176,19 @@ class FrameCollector:
         self._cond = threading.Condition()
         self._by_frame: dict[str, dict[int, Reading]] = {name: {} for name in names}
         self.stale = Counter()  # readings of frames already past when they arrived, by sensor
+        self.latest: dict[str, float] = {}  # sensor -> simulation time of its newest data, late ones included
 
     def file(self, name: str, reading: Reading) -> None:
         with self._cond:
             self._by_frame[name][reading.frame] = reading
+            self.latest[name] = max(reading.elapsed, self.latest.get(name, reading.elapsed))
             self._cond.notify_all()
 
-    def take(self, frame: int, timeout: float) -> dict[str, Reading]:
-        """Every sensor's reading of `frame`, waiting up to `timeout` seconds; older readings are dropped."""
+    def take(self, frame: int, due: list[str], timeout: float) -> dict[str, Reading]:
+        """The readings of `frame`, waiting up to `timeout` seconds for those of the sensors `due`;
+        older readings are dropped."""
         with self._cond:
-            self._cond.wait_for(lambda: all(frame in r for r in self._by_frame.values()), timeout)
+            self._cond.wait_for(lambda: all(frame in self._by_frame[name] for name in due), timeout)
             taken = {name: readings.pop(frame) for name, readings in self._by_frame.items() if frame in readings}
             for name, readings in self._by_frame.items():
                 for old in [f for f in readings if f < frame]:
@@ -163,6 +219,8 @@ class RigSession:
         self.collector = FrameCollector([s.id for s in rig.sensors])
         self.notes: list[str] = []  # what was set up, for the user
         self._undo: list[tuple[str, Callable[[], object], bool, bool]] = []  # (note, undo, is a destroy, quiet)
+        self.periods: dict[str, float] = {}  # sensor id -> its sensor_tick, s (0: every tick)
+        self._lost: dict[str, float] = {}  # sensor id -> time of the last tick it was due on and sent nothing
         self.ticks = 0
         self.missing = Counter()
         self.bad = Counter()
@@ -172,7 +230,7 @@ class RigSession:
         carla, options = self.carla, self.options
         if options.town:
             self.client.set_timeout(max(options.timeout, LOAD_TIMEOUT))  # loading a map takes a while
-            self.world = self.client.load_world(options.town)
+            self.world = off_main_thread(self.client.load_world, options.town)
             self.client.set_timeout(options.timeout)
             self.notes.append(f"loaded {options.town}")
         else:
@@ -256,6 +314,7 @@ class RigSession:
         actor = self.world.spawn_actor(blueprint, self._transform(spec.pose), attach_to=self.vehicle)
         self._on_close(f"destroying {spec.id}", actor.destroy, actor=True)
         self.sensors[spec.id] = actor
+        self.periods[spec.id] = self._period(spec.id, actor.attributes.get("sensor_tick", "0"))
         geometry = None
         if spec.kind in ("camera", "semantic"):
             attributes = actor.attributes
@@ -267,11 +326,19 @@ class RigSession:
             actor.listen(lambda data, name=spec.id: self._receive(name, decode, data))
             self._on_close(f"stopping {spec.id}", actor.stop, quiet=True)
 
+    def _period(self, name: str, sensor_tick: str) -> float:
+        period = float(sensor_tick)
+        step = self.options.fixed_delta
+        if period > step and abs(period / step - round(period / step)) > 1e-6:
+            log.warning("sensor %s: sensor_tick %g is not a multiple of the fixed step %g: the ticks it sends data "
+                        "on are guessed, and a wrong guess costs a wait of --timeout", name, period, step)
+        return period
+
     def _receive(self, name: str, decode: Callable, data) -> None:
         try:
-            reading = Reading(data.frame, decode(data))
+            reading = Reading(data.frame, data.timestamp, decode(data))
         except Exception as exc:  # a CARLA thread calls this: report the reading as bad, never raise there
-            reading = Reading(data.frame, None, str(exc))
+            reading = Reading(data.frame, data.timestamp, None, str(exc))
         self.collector.file(name, reading)
 
     def _enable_ros2(self) -> None:
@@ -287,25 +354,36 @@ class RigSession:
 
     # --- driving --------------------------------------------------------------------------
     def tick(self) -> Tick:
-        frame = self.world.tick(self.options.timeout)
-        stamp = stamp_ns(self.world.get_snapshot().timestamp.elapsed_seconds)
+        frame = off_main_thread(self.world.tick, self.options.timeout)
+        elapsed = self.world.get_snapshot().timestamp.elapsed_seconds
         self.ticks += 1
-        readings, missing = {}, []
-        if self.options.listen:
-            taken = self.collector.take(frame, self.options.timeout)
-            for spec in self.rig.sensors:
-                reading = taken.get(spec.id)
-                if reading is None:
-                    missing.append(spec.id)
-                    self.missing[spec.id] += 1
-                elif reading.value is None:
-                    self.bad[spec.id] += 1
-                    log.warning("sensor %s, frame %d: %s", spec.id, frame, reading.error)
-                else:
-                    readings[spec.id] = reading.value
-            if missing:
-                log.warning("frame %d: no data from %s within %g s", frame, ", ".join(missing), self.options.timeout)
-        return Tick(frame, stamp, readings)
+        return Tick(frame, stamp_ns(elapsed), self._readings(frame, elapsed) if self.options.listen else {})
+
+    def _readings(self, frame: int, elapsed: float) -> dict[str, np.ndarray]:
+        """The frame's converted readings, waiting for the sensors due on it; the others are counted."""
+        due = [spec.id for spec in self.rig.sensors if self._due(spec.id, elapsed)]
+        taken = self.collector.take(frame, due, self.options.timeout)
+        readings, missing = {}, [name for name in due if name not in taken]
+        for name in missing:
+            self.missing[name] += 1
+            self._lost[name] = elapsed  # it measured and its data were lost: due again a period on
+        if missing:
+            log.warning("frame %d: no data from %s within %g s", frame, ", ".join(missing), self.options.timeout)
+        for name, reading in taken.items():
+            if reading.value is None:
+                self.bad[name] += 1
+                log.warning("sensor %s, frame %d: %s", name, frame, reading.error)
+            else:
+                readings[name] = reading.value
+        return readings
+
+    def _due(self, name: str, elapsed: float) -> bool:
+        """Whether a sensor sends data on the tick at `elapsed`, as the bridge's next_data_expected_time
+        tells: one with a sensor_tick longer than the step sends once that much time has passed since its
+        last data (half a step of slack for the rounding of accumulated time)."""
+        period, step = self.periods.get(name, 0.0), self.options.fixed_delta
+        last = max(self.collector.latest.get(name, -math.inf), self._lost.get(name, -math.inf))
+        return period <= step or elapsed >= last + period - step / 2
 
     # --- undo -----------------------------------------------------------------------------
     def close(self) -> list[str]:
@@ -314,7 +392,7 @@ class RigSession:
         while self._undo:
             note, undo, actor, quiet = self._undo.pop()
             try:
-                result = undo()
+                result = off_main_thread(undo)  # a Ctrl-C meanwhile is told to wait, at once
             except Exception as exc:  # keep undoing the rest: a left-over actor is worse than a message
                 failed.append(f"{note}: {exc}")
                 continue
