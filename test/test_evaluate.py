@@ -70,6 +70,51 @@ def test_three_protocols_known_answers():
     assert drive.headline(False).protocol == "per-image" and drive.headline(True).protocol == "whole-set"
 
 
+def test_a_class_without_an_overlapping_cluster_counts_no_false_positives():
+    """b and c share cluster 2; the class left over overlaps no cluster: nothing of clusters 0 or 1 is its FP."""
+    gt = np.array([[1, 1, 1, 1, 2, 2, 3]], np.uint8)
+    pred = np.array([[0, 0, 0, 1, 2, 2, 2]])
+    drive = RunningScore(ABC)
+    frame = drive.add(pred, ABC.decode(gt))
+    assert frame.iou == {"a": 3 / 4, "b": 2 / 3, "c": 0.0} and frame.matching == {0: "a", 2: "b"}
+    drive.add(np.array([[5, 5]]), ABC.decode(np.array([[3, 3]], np.uint8)))  # c found in the next frame
+    # c: TP 2, FN 1, and no FP (cluster 1, which the solver paired with c in frame 1, holds a's pixel)
+    assert drive.protocols()["diffseg"].iou == {"a": 3 / 4, "b": 2 / 3, "c": 2 / 3}
+
+
+def random_drive(rng, frames: int = 6) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Frames whose clusters merge some classes and split others, so classes are left without a cluster."""
+    drive = []
+    for _ in range(frames):
+        gt = rng.choice([0, 1, 2, 3], size=(12, 16), p=[0.1, 0.5, 0.25, 0.15]).astype(np.uint8)
+        halves = rng.integers(0, 2, size=gt.shape)
+        table = rng.integers(0, 5, size=(4, 2))  # (class value, half) -> cluster: few clusters, merges
+        drive.append((table[gt, halves], gt))
+    return drive
+
+
+def renumbered(drive, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The same clustering with each frame's cluster ids mapped one to one to other ids."""
+    ids = rng.permutation(1000)
+    return [(ids[pred], gt) for pred, gt in drive]
+
+
+def all_protocols(drive) -> dict:
+    running = RunningScore(ABC)
+    for i, (pred, gt) in enumerate(drive):
+        running.add(pred, ABC.decode(gt), str(i))
+    return {name: (p.miou, p.pixel_accuracy, p.iou) for name, p in running.protocols().items()}
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_no_protocol_depends_on_how_clusters_are_numbered(seed):
+    rng = np.random.default_rng(seed)
+    drive = random_drive(rng)
+    expected = all_protocols(drive)
+    for _ in range(5):
+        assert all_protocols(renumbered(drive, rng)) == expected
+
+
 def test_ignore_mask_takes_the_hood_out():
     """A hood that is 'car' in the ground truth, and a cluster that is just the hood, inflate car IoU."""
     fmt = class_map_from_dict({"encoding": "id", "classes": {1: "road", 2: "car"}, "ignore": [0]})
