@@ -6,6 +6,7 @@ ROS-free (numpy, scipy, PIL, yaml). The API:
 
     fmt = scoring.ground_truth_format("carla-palette")     # a built-in name or a class map file;
     fmt = scoring.ground_truth_format("carla-tags", carla_version="0.9.13")   # CARLA numbering by release
+                                                                            # (needed: releases share values)
     fmt = fmt.ignoring(["sky", "255,0,0"])                  # optional: classes or values not to score
     class_ids = fmt.decode(pixels)    # pixels: (H, W) ids or (H, W, 3|4) RGB(A), as read from a file
                                       # (scoring.read_label_image) or message; -> (H, W) uint8 indices
@@ -28,8 +29,9 @@ from .classmaps import (CARLA_FAMILIES, CARLA_TABLES, DEFAULT_CARLA_VERSION, ENC
                         ScoringError, builtin_names, carla_table, class_map_from_dict, format_names,
                         ground_truth_format, load_class_map, read_label_image)
 from .matching import MAX_LABEL, Confusion, Scores, confusion, match
-from .provenance import BAG_LABEL_IDS_KEY, SEGMENT_MANIFEST, bag_ids_consistent, folder_ids_consistent, \
-    ids_value, write_segment_manifest
+from .provenance import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY, FRAMES_MANIFEST, SEGMENT_MANIFEST, \
+    bag_custom_data, bag_ids_consistent, folder_carla_version, folder_ids_consistent, folder_smoke_note, ids_value, \
+    write_frames_manifest, write_segment_manifest
 from .running import PROTOCOLS, ProtocolScore, RunningScore
 
 __all__ = [
@@ -37,5 +39,7 @@ __all__ = [
     "builtin_names", "carla_table", "class_map_from_dict", "format_names", "ground_truth_format", "load_class_map",
     "read_label_image", "MAX_LABEL", "Confusion", "Scores", "confusion", "match", "BAG_LABEL_IDS_KEY",
     "SEGMENT_MANIFEST", "bag_ids_consistent", "folder_ids_consistent", "ids_value", "write_segment_manifest",
+    "BAG_CARLA_VERSION_KEY", "FRAMES_MANIFEST", "bag_custom_data", "folder_carla_version", "write_frames_manifest",
+    "BAG_SMOKE_KEY", "folder_smoke_note",
     "PROTOCOLS", "ProtocolScore", "RunningScore",
 ]
