@@ -21,7 +21,9 @@ ROS-free (numpy, scipy, PIL, yaml). The API:
 pred_labels are (H, W) integer cluster ids 0-65535 (uint8 or uint16 label images) at the ground truth's
 size. Every problem with the inputs raises ScoringError (a ValueError) whose text says what is wrong:
 values or colours the format does not know (with their pixel counts), a photo passed as CARLA tags,
-16-bit values outside the map, frames that are mostly void, sizes that differ.
+16-bit values outside the map, frames that are mostly void, a small class (pole, traffic light) covering
+more than a fifth of a frame (another numbering), sizes that differ; each names the formats that fit.
+No score depends on how the clusters are numbered.
 Protocols (PROTOCOLS): per-image mean, whole-set matching, DiffSeg's (match per image, sum TP/FP/FN).
 """
 
