@@ -17,7 +17,7 @@ from .engine import METHODS, PRESETS, CheckpointError, EmerDiffConfig, config_fi
 from .engine.config import param_specs
 from .engine.jobs import runner_for
 from .runtime.settings import OUTPUT_SETTINGS, StreamSettings
-from .scoring import DEFAULT_CARLA_VERSION, ClassMap, ScoringError, format_names, ground_truth_format
+from .scoring import CARLA_FAMILIES, ClassMap, ScoringError, format_names, ground_truth_format
 from .tools.bag import STORAGES, BagError, BagTopics
 from .tools.evaluate import GT_TOPIC, LABELS_TOPIC
 from .tools.sweep import SWEEPS, shown
@@ -126,20 +126,28 @@ def check_ray_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, c
 def add_ground_truth_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_argument_group("ground truth encoding")
     which = group.add_mutually_exclusive_group(required=required)
-    which.add_argument("--gt-format", choices=format_names(), metavar="FORMAT",
+    which.add_argument("--gt-format", metavar="FORMAT",  # checked by ground_truth_from_args: one line, no usage
                        help=f"a built-in encoding: {', '.join(format_names())}")
     which.add_argument("--class-map", type=Path, metavar="FILE",
                        help="a class map (YAML or JSON: value or colour -> class name, plus ignored values)")
     group.add_argument("--carla-version", metavar="V",
-                       help=f"CARLA release of carla-tags/carla-palette ground truth: 0.8-0.9.5, 0.9.6-0.9.13 and "
-                            f"0.9.14+ number their tags differently (default {DEFAULT_CARLA_VERSION}+)")
+                       help="CARLA release of carla-tags/carla-palette ground truth: 0.8-0.9.5, 0.9.6-0.9.13 and "
+                            "0.9.14+ number their tags differently (default: the release the frames record, as "
+                            "carla_rig and emerdiff bag write it; without a record, this flag is needed)")
     group.add_argument("--ignore", action="append", default=[], metavar="CLASS|VALUE",
                        help="a class, value or colour (R,G,B) not to score (repeatable; each format already "
                             "ignores its unlabeled/void values)")
 
 
-def ground_truth_from_args(args: argparse.Namespace) -> ClassMap:
-    fmt = ground_truth_format(args.class_map or args.gt_format, args.carla_version)
+def ground_truth_from_args(args: argparse.Namespace, carla_version: str | None = None) -> ClassMap:
+    """The ground truth's format; carla-tags/carla-palette take carla_version (the frames' record or the
+    flag), other formats refuse --carla-version."""
+    if args.gt_format is not None and args.gt_format not in format_names():
+        raise CommandError(f"unknown --gt-format {args.gt_format!r}; built in: {', '.join(format_names())} "
+                           f"(a class map file goes with --class-map)")
+    family = args.class_map is None and args.gt_format in CARLA_FAMILIES
+    fmt = ground_truth_format(args.class_map or args.gt_format, (carla_version if family else None)
+                              or args.carla_version)
     return fmt.ignoring(args.ignore) if args.ignore else fmt
 
 
@@ -396,19 +404,24 @@ def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, config: Em
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .tools.evaluate import evaluate_bag, evaluate_folders, write_outputs
+    from .tools.evaluate import evaluate_bag, evaluate_folders, recorded_carla_version, write_outputs
 
     if args.bag is not None and (args.pred or args.gt):
-        parser.error("eval takes --bag, or --pred and --gt, not both")
+        raise CommandError("eval takes --bag, or --pred and --gt, not both")
     if args.bag is None and not (args.pred and args.gt):
-        parser.error("eval needs --pred and --gt (folders), or --bag")
-    fmt = ground_truth_from_args(args)
+        raise CommandError("eval needs --pred and --gt (folders), or --bag")
+    carla_version, version_note = recorded_carla_version(args.carla_version, args.gt, args.bag)
+    fmt = ground_truth_from_args(args, carla_version)
     options = dict(ignore_mask=args.ignore_mask, allow_missing=args.allow_missing, resize=args.resize,
                    consistent_ids=args.consistent_ids or None)
     if args.bag is not None:
         result = evaluate_bag(args.bag, fmt, gt_topic=args.gt_topic, pred_topic=args.pred_topic, **options)
     else:
         result = evaluate_folders(args.pred, args.gt, fmt, **options)
+    if version_note and args.class_map is None and args.gt_format in CARLA_FAMILIES:
+        result.notes.append(version_note)
+    for warning in result.warnings:
+        print(f"emerdiff eval: warning: {warning}", file=sys.stderr)
     if args.out:
         write_outputs(result, args.out)
     print("\n".join(result.lines()))

@@ -33,7 +33,8 @@ from emerdiff_ros.carla.session import matching_client
 from emerdiff_ros.cli import main
 from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns as msg_stamp_ns
-from emerdiff_ros.scoring import ground_truth_format, read_label_image
+from emerdiff_ros.scoring import (BAG_CARLA_VERSION_KEY, FRAMES_MANIFEST, bag_custom_data, ground_truth_format,
+                                  read_label_image)
 
 ROOT = Path(__file__).resolve().parents[1]
 RIG_FILE = ROOT / "config" / "carla_sensors.json"
@@ -261,6 +262,8 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     assert rig("--record", str(drive), "--save-frames", str(frames), "--frames", "2") == 0
     out = tmp_path / "segmented"
     assert main(["bag", str(drive), str(out), *FAST]) == 0
+    # the server's release (the stand-in's 0.9.16) travels with the drive into the segmented bag
+    assert bag_custom_data(drive)[BAG_CARLA_VERSION_KEY] == bag_custom_data(out)[BAG_CARLA_VERSION_KEY] == "0.9.16"
     messages = read_back(out)
     labels = messages["/emerdiff/labels"]
     assert len(labels) == 2
@@ -270,9 +273,10 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     np.testing.assert_array_equal(lidar, [image[v, u] for u, v in PIXELS])
     assert NO_LABEL not in lidar and len(messages["/emerdiff/radar/labeled"]) == 2
 
-    rgb, gt = sorted((frames / "rgb").iterdir()), sorted((frames / "gt").iterdir())
+    rgb, gt = sorted((frames / "rgb").iterdir()), sorted((frames / "gt").glob("*.png"))
+    assert (frames / "gt" / FRAMES_MANIFEST).is_file()  # beside the ground truth: the release that made it
     assert [p.name for p in rgb] == [p.name for p in gt] == ["00001001.png", "00001002.png"]
-    palette = ground_truth_format("carla-palette")  # the 0.9.14+ colours of the 0.9.15/0.9.16 rig
+    palette = ground_truth_format("carla-palette", "0.9.16")  # the 0.9.14+ colours of the 0.9.15/0.9.16 rig
     names = np.array(palette.classes)[palette.decode(read_label_image(gt[0], palette.encoding))]
     tags = carla_standin.semantic_tags(800, 600)
     expected = {1: "road", 3: "building", 11: "sky", 14: "car"}
@@ -282,8 +286,11 @@ def test_the_recording_feeds_emerdiff_bag_and_its_ground_truth_feeds_emerdiff_ev
     for path in gt:  # a perfect segmentation: any cluster ids, one per class
         PILImage.fromarray(tags + 5).save(predictions / f"{path.stem}_labels.png")
     capsys.readouterr()
+    # no --carla-version: the frames record the release that made them
     assert main(["eval", "--pred", str(predictions), "--gt", str(frames / "gt"), "--gt-format", "carla-palette"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mIoU: 100.00 ")
+    out = capsys.readouterr().out
+    assert "ground truth: carla-palette-0.9.14" in out and "CARLA version 0.9.16 (recorded in" in out
+    assert out.strip().splitlines()[-1].startswith("mIoU: 100.00 ")
 
 
 @pytest.mark.parametrize("failure, status", [("fail_at", 1), ("interrupt_at", 130)])

@@ -44,8 +44,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def runner(cluster):
-    """Two workers of one CPU each; they run this process's torch threads, whatever Ray's OMP_NUM_THREADS."""
-    with RayRunner(CONFIG, 2, cpus_per_worker=1) as pool:
+    """Two workers asked for alone on the 2-CPU cluster (`--ray-workers 2` on 2 cores): one CPU each. They
+    run this process's torch threads, whatever Ray's OMP_NUM_THREADS."""
+    with RayRunner(CONFIG, 2) as pool:
         yield pool
 
 
@@ -90,7 +91,8 @@ def test_a_folder_on_ray_equals_the_single_process_run(runner, frames, single_pr
     assert summary.done == len(frames) and summary.smoke_note
     assert_same_files(single_process, out)
     lines = runner.lines()
-    assert lines[0] == f"workers: 2 on Ray (0 GPU, 1 CPU, {torch.get_num_threads()} torch threads each)"
+    assert lines[0] == (f"workers: 2 on Ray (0 GPU, 1 CPU, {torch.get_num_threads()} torch threads each): the "
+                        f"cluster's 2 CPUs split evenly among the 2 workers asked for")
     assert all(f"pid {pid}) " in lines[1] for pid in runner.worker_pids())
 
 
@@ -211,11 +213,24 @@ def test_without_ray_the_flag_says_what_to_install(tmp_path, monkeypatch, capsys
 
 
 def test_workers_default_to_one_per_gpu_or_per_cpu_slot():
-    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, None, None, None, threads=8) == (4, 1.0, 1.0)
-    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, None, 0.5, None, threads=8) == (8, 0.5, 1.0)
-    assert plan_workers({"CPU": 16.0}, None, None, None, threads=4) == (4, 0.0, 4.0)
-    assert plan_workers({"CPU": 2.0}, 2, None, 1, threads=2) == (2, 0.0, 1.0)
+    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, None, None, None, threads=8) == (4, 1.0, 1.0, "")
+    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, None, 0.5, None, threads=8) == (8, 0.5, 1.0, "")
+    assert plan_workers({"CPU": 16.0}, None, None, None, threads=4) == (4, 0.0, 4.0, "")
+    assert plan_workers({"CPU": 2.0}, 2, None, 1, threads=2) == (2, 0.0, 1.0, "")
     with pytest.raises(ClusterError, match="4 workers with 1 GPU and 1 CPU each do not fit"):
-        plan_workers({"CPU": 32.0, "GPU": 2.0}, 4, None, None, threads=8)
+        plan_workers({"CPU": 32.0, "GPU": 2.0}, 4, 1, 1, threads=8)
     with pytest.raises(ClusterError, match="do not fit"):
         plan_workers({"CPU": 2.0}, None, None, None, threads=4)
+
+
+def test_a_number_of_workers_alone_splits_the_cluster_among_them():
+    """--ray-workers N without --ray-cpus-per-worker: what a user means by N workers on this cluster."""
+    assert plan_workers({"CPU": 2.0}, 2, None, None, threads=2) == (
+        2, 0.0, 1.0, "the cluster's 2 CPUs split evenly among the 2 workers asked for")
+    assert plan_workers({"CPU": 16.0}, 4, None, None, threads=16)[:3] == (4, 0.0, 4.0)
+    assert plan_workers({"CPU": 3.0}, 2, None, None, threads=1)[:3] == (2, 0.0, 1.5)
+    assert plan_workers({"CPU": 32.0, "GPU": 2.0}, 4, None, None, threads=8) == (
+        4, 0.5, 1.0, "the cluster's 2 GPUs shared evenly among the 4 workers asked for")
+    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, 2, None, None, threads=8) == (2, 1.0, 1.0, "")
+    with pytest.raises(ClusterError, match="has 2 CPU: 3 workers need at least one CPU each"):
+        plan_workers({"CPU": 2.0}, 3, None, None, threads=1)

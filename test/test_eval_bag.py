@@ -7,7 +7,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from emerdiff_ros.cli import main
-from emerdiff_ros.scoring import BAG_LABEL_IDS_KEY
+from emerdiff_ros.scoring import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY
 
 STORE = get_typestore(Stores.ROS2_KILTED)
 GT = "/carla/ego_vehicle/semantic_segmentation_front/image"
@@ -65,7 +65,7 @@ def drive_bag(path, custom=None):
 
 
 def run_eval(bag, *extra):
-    return main(["eval", "--bag", str(bag), "--gt-format", "carla-palette", *extra])
+    return main(["eval", "--bag", str(bag), "--gt-format", "carla-palette", "--carla-version", "0.9.15", *extra])
 
 
 def test_frames_pair_by_stamp_and_missing_ones_are_reported(tmp_path, capsys):
@@ -98,7 +98,7 @@ def test_raw_tags_and_sixteen_bit_labels(tmp_path, capsys):
     tags[:, :, 0] = [[1, 1, 14, 14], [11, 11, 14, 14]]  # road, car, sky in the red channel
     labels = np.array([[7, 7, 300, 300], [9000, 9000, 300, 300]], np.uint16)
     bag = write(tmp_path / "tags", [(GT, tags, stamp(0), "bgra8"), (LABELS, labels, stamp(0), "mono16")])
-    assert main(["eval", "--bag", str(bag), "--gt-format", "carla-tags", "--out", str(tmp_path / "r")]) == 0
+    assert main(["eval", "--bag", str(bag), "--gt-format", "carla-tags-0.9.14", "--out", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mIoU: 100.00")
     assert (tmp_path / "r" / "confusion.png").exists()
 
@@ -108,12 +108,12 @@ def test_bag_errors_are_one_line(tmp_path, capsys):
     cases = [
         (["--gt-topic", "/semantic"], f"no sensor_msgs/Image topic /semantic in {bag}; its image topics: "
                                       f"{GT}, {LABELS} (use --gt-topic)"),
-        (["--gt-format", "carla-tags"], f"{GT} at 100.000000000: carla-tags-0.9.14 labels carry the tag in the red "
-                                        f"channel"),
+        (["--gt-format", "carla-tags-0.9.14"], f"{GT} at 100.000000000: carla-tags-0.9.14 labels carry the tag in "
+                                               f"the red channel"),
     ]
     for extra, error in cases:
         with pytest.raises(SystemExit) as exit_:
-            main(["eval", "--bag", str(bag), "--gt-format", "carla-palette", "--allow-missing", *extra])
+            main(["eval", "--bag", str(bag), "--gt-format", "carla-palette-0.9.14", "--allow-missing", *extra])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and error in err and len(err.strip().splitlines()) == 1, err
     (tmp_path / "junk").mkdir()
@@ -132,14 +132,15 @@ FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--n
 
 
 def camera_bag(path, rgb: np.ndarray, frames: int = 2):
-    """A camera and the CARLA bridge's semantic camera (palette colours), the same stamp per tick."""
+    """A camera and the CARLA bridge's semantic camera (palette colours), the same stamp per tick, recorded
+    from CARLA 0.9.15 (as carla_rig --record notes it)."""
     semantic = np.zeros_like(rgb)
     semantic[: rgb.shape[0] // 2], semantic[rgb.shape[0] // 2:] = SKY, ROAD
     semantic[400:500, 300:500] = CAR
     messages = []
     for i in range(frames):
         messages += [(CAMERA, np.roll(rgb, 8 * i, axis=1), stamp(i), "bgra8"), (GT, semantic, stamp(i), "bgra8")]
-    return write(path, messages)
+    return write(path, messages, {BAG_CARLA_VERSION_KEY: "0.9.15"})
 
 
 @pytest.mark.parametrize("tracking, headline", [("--track-labels", "whole-set matching"),
@@ -152,9 +153,27 @@ def test_a_bag_segmented_by_emerdiff_bag_scores_with_its_record(tmp_path, carla_
     assert sorted(p.name for p in out.iterdir()) == ["metadata.yaml", "out.mcap"]
     metadata = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert metadata["relative_file_paths"] == ["out.mcap"] and metadata["files"][0]["path"] == "out.mcap"
-    assert metadata["custom_data"] == {BAG_LABEL_IDS_KEY: "consistent" if tracking == "--track-labels" else "per-frame"}
+    smoke = "SMOKE RUN: 'tiny-random' has random weights; the labels are meaningless"
+    assert metadata["custom_data"] == {BAG_LABEL_IDS_KEY: "consistent" if tracking == "--track-labels" else "per-frame",
+                                       BAG_SMOKE_KEY: smoke, BAG_CARLA_VERSION_KEY: "0.9.15"}
     capsys.readouterr()
-    assert main(["eval", "--bag", str(out), "--gt-format", "carla-palette"]) == 0
+    assert main(["eval", "--bag", str(out), "--gt-format", "carla-palette"]) == 0  # the release the bag records
     output = capsys.readouterr().out.strip().splitlines()
-    assert f"({headline}: " in output[-1]
+    assert f"({headline}: " in output[-1] and output[0] == output[-2] == smoke
+    assert f"CARLA version 0.9.15 (recorded in out metadata {BAG_CARLA_VERSION_KEY})" in output
     assert sum(line.startswith("10") for line in output) == 2  # both frames paired
+
+
+def test_the_carla_release_comes_from_the_bags_record_and_skipped_ground_truth_is_checked(tmp_path, capsys):
+    bag = drive_bag(tmp_path / "drive", {BAG_CARLA_VERSION_KEY: "0.9.16"})
+    assert main(["eval", "--bag", str(bag), "--gt-format", "carla-palette", "--allow-missing"]) == 0
+    assert "ground truth: carla-palette-0.9.14" in capsys.readouterr().out
+    gt = palette(ROAD, CAR)
+    unknown = palette(ROAD, (1, 2, 3))  # a colour no palette has, in the frame without a prediction
+    bag = write(tmp_path / "skipped", [(GT, gt, stamp(0), "bgra8"), (LABELS, np.zeros((2, 2), np.uint8), stamp(0),
+                                                                       "mono8"), (GT, unknown, stamp(1), "bgra8")])
+    with pytest.raises(SystemExit) as exit_:
+        run_eval(bag, "--allow-missing")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert f"{GT} at 101.050000000: colours carla-palette-0.9.14 does not know: (1, 2, 3)" in err

@@ -70,6 +70,51 @@ def test_three_protocols_known_answers():
     assert drive.headline(False).protocol == "per-image" and drive.headline(True).protocol == "whole-set"
 
 
+def test_a_class_without_an_overlapping_cluster_counts_no_false_positives():
+    """b and c share cluster 2; the class left over overlaps no cluster: nothing of clusters 0 or 1 is its FP."""
+    gt = np.array([[1, 1, 1, 1, 2, 2, 3]], np.uint8)
+    pred = np.array([[0, 0, 0, 1, 2, 2, 2]])
+    drive = RunningScore(ABC)
+    frame = drive.add(pred, ABC.decode(gt))
+    assert frame.iou == {"a": 3 / 4, "b": 2 / 3, "c": 0.0} and frame.matching == {0: "a", 2: "b"}
+    drive.add(np.array([[5, 5]]), ABC.decode(np.array([[3, 3]], np.uint8)))  # c found in the next frame
+    # c: TP 2, FN 1, and no FP (cluster 1, which the solver paired with c in frame 1, holds a's pixel)
+    assert drive.protocols()["diffseg"].iou == {"a": 3 / 4, "b": 2 / 3, "c": 2 / 3}
+
+
+def random_drive(rng, frames: int = 6) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Frames whose clusters merge some classes and split others, so classes are left without a cluster."""
+    drive = []
+    for _ in range(frames):
+        gt = rng.choice([0, 1, 2, 3], size=(12, 16), p=[0.1, 0.5, 0.25, 0.15]).astype(np.uint8)
+        halves = rng.integers(0, 2, size=gt.shape)
+        table = rng.integers(0, 5, size=(4, 2))  # (class value, half) -> cluster: few clusters, merges
+        drive.append((table[gt, halves], gt))
+    return drive
+
+
+def renumbered(drive, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The same clustering with each frame's cluster ids mapped one to one to other ids."""
+    ids = rng.permutation(1000)
+    return [(ids[pred], gt) for pred, gt in drive]
+
+
+def all_protocols(drive) -> dict:
+    running = RunningScore(ABC)
+    for i, (pred, gt) in enumerate(drive):
+        running.add(pred, ABC.decode(gt), str(i))
+    return {name: (p.miou, p.pixel_accuracy, p.iou) for name, p in running.protocols().items()}
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_no_protocol_depends_on_how_clusters_are_numbered(seed):
+    rng = np.random.default_rng(seed)
+    drive = random_drive(rng)
+    expected = all_protocols(drive)
+    for _ in range(5):
+        assert all_protocols(renumbered(drive, rng)) == expected
+
+
 def test_ignore_mask_takes_the_hood_out():
     """A hood that is 'car' in the ground truth, and a cluster that is just the hood, inflate car IoU."""
     fmt = class_map_from_dict({"encoding": "id", "classes": {1: "road", 2: "car"}, "ignore": [0]})
@@ -108,7 +153,9 @@ def names(fmt, ids):
 def test_carla_tags_follow_the_release():
     assert [scoring.carla_table(v) for v in ("0.8.4", "0.9.5", "0.9.6", "0.9.13", "0.9.14", "0.9.15", "0.9.16")] == \
         ["0.9.5", "0.9.5", "0.9.13", "0.9.13", "0.9.14", "0.9.14", "0.9.14"]
-    default = ground_truth_format("carla-tags")  # the rig's CARLA 0.9.15/0.9.16
+    with pytest.raises(ScoringError, match="carla-tags needs the CARLA release .*pass --carla-version"):
+        ground_truth_format("carla-tags")  # no silent default: the numberings share values 0-12
+    default = ground_truth_format("carla-tags", "0.9.16")  # the rig's CARLA 0.9.15/0.9.16
     assert default.name == "carla-tags-0.9.14" and list(default.classes) == CARLA_0_9_14
     assert list(ground_truth_format("carla-tags", "0.9.13").classes) == CARLA_0_9_13
     assert ground_truth_format("carla-tags", "0.8.4").classes == tuple(CARLA_0_9_13[:12])
@@ -135,7 +182,7 @@ def test_a_0_9_14_frame_scores_cars_and_the_new_classes(tmp_path, capsys):
     pred = np.array([[0, 0, 1, 1, 2, 3]] * 2, np.uint8)
     write_pair(tmp_path, "a", pred, tags_image(tags))
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--gt-format", "carla-tags",
-                 "--out", str(tmp_path / "report")]) == 0
+                 "--carla-version", "0.9.16", "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "ground truth: carla-tags-0.9.14" in out and out.strip().splitlines()[-1].startswith("mIoU: 100.00")
     report = json.loads((tmp_path / "report" / "scores.json").read_text())
@@ -151,7 +198,7 @@ def test_camvid_and_selma_ids_are_refused_as_cityscapes_and_read_with_their_maps
     fmt = ground_truth_format("camvid-11")
     assert names(fmt, fmt.decode(camvid))[30:33] == ["fence"] * 3 and names(fmt, fmt.decode(camvid))[54] == "car"
     selma = np.array([[13, 13, 7, 7, 100, 100, 40, 6]], np.uint8)  # sky, road, car, person, road line
-    with pytest.raises(ScoringError, match=r"100 \(25% .*40 \(12% .*known to selma-ids"):
+    with pytest.raises(ScoringError, match=r"100 \(25% .*40 \(12% .*the frame fits selma-ids"):
         ground_truth_format("cityscapes-ids").decode(selma)
     fmt = ground_truth_format("selma-ids")
     assert names(fmt, fmt.decode(selma)) == ["sky", "sky", "road", "road", "car", "car", "person", "road"]
@@ -167,7 +214,7 @@ def test_sixteen_bit_ground_truth_never_wraps():
 
 def test_photos_are_not_carla_tags(carla_frame):
     with pytest.raises(ScoringError, match="green or blue"):
-        ground_truth_format("carla-tags").decode(carla_frame)
+        ground_truth_format("carla-tags", "0.9.15").decode(carla_frame)
 
 
 def test_class_map_files(tmp_path):
@@ -212,7 +259,8 @@ def swapped_pair_set(folder: Path) -> None:
 
 
 def eval_args(folder: Path, *extra: str) -> list[str]:
-    return ["eval", "--pred", str(folder / "pred"), "--gt", str(folder / "gt"), "--gt-format", "carla-tags", *extra]
+    return ["eval", "--pred", str(folder / "pred"), "--gt", str(folder / "gt"), "--gt-format", "carla-tags",
+            "--carla-version", "0.9.15", *extra]
 
 
 def test_the_headline_follows_whether_ids_are_consistent(tmp_path, capsys):
@@ -239,7 +287,7 @@ def test_running_score_gives_exactly_evals_numbers(tmp_path):
         write_pair(tmp_path, name, rng.integers(0, 6, size=(30, 40)).astype(np.uint8), tags_image(tags))
     assert main(eval_args(tmp_path, "--out", str(tmp_path / "report"))) == 0
     report = json.loads((tmp_path / "report" / "scores.json").read_text())
-    fmt = ground_truth_format("carla-tags")
+    fmt = ground_truth_format("carla-tags", "0.9.15")
     drive = RunningScore(fmt)
     for name in ("a", "b", "c"):
         frame = drive.add(np.array(Image.open(tmp_path / "pred" / f"{name}_labels.png")),
@@ -302,7 +350,8 @@ def test_a_format_that_decodes_to_nothing_is_an_error_not_nan(tmp_path, capsys):
     for label in (folder / "labels").glob("*.png"):
         Image.fromarray(np.zeros((600, 800), np.uint8)).save(pred / label.name)
     with pytest.raises(SystemExit) as exit_:  # tags read as palette colours
-        main(["eval", "--pred", str(pred), "--gt", str(folder / "labels"), "--gt-format", "carla-palette"])
+        main(["eval", "--pred", str(pred), "--gt", str(folder / "labels"), "--gt-format", "carla-palette",
+              "--carla-version", "0.9.15"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "colours carla-palette-0.9.14 does not know: (7, 0, 0)" in err
     assert len(err.strip().splitlines()) == 1 and "nan" not in err
@@ -358,5 +407,143 @@ def test_every_shared_label_set_decodes_to_the_right_names(folder):
 @needs_shared
 def test_a_palette_of_another_release_is_named_in_the_error():
     label = SHARED / "carla_cityscapes_palette" / "labels" / "nikos134_town03_00183310.png"
-    with pytest.raises(ScoringError, match=r"\(250, 170, 160\).*known to carla-palette-0.9.5"):
-        ground_truth_format("carla-palette").decode(scoring.read_label_image(label, "colour"))
+    with pytest.raises(ScoringError, match=r"\(250, 170, 160\).*the frame fits carla-palette-0.9.5"):
+        ground_truth_format("carla-palette", "0.9.15").decode(scoring.read_label_image(label, "colour"))
+
+
+# --- a numbering that fits the values but misnames the classes ----------------------------------------
+
+def carla_0_8_frame() -> np.ndarray:
+    """A CARLA 0.8 driving frame's tags: sky unlabeled (0), buildings (1), road (7), sidewalk (8), a car (10),
+    a pole (5), a sign (12). Every tag is valid in all three numberings."""
+    tags = np.zeros((20, 20), np.uint8)
+    tags[5:10], tags[10:], tags[10:, :3] = 1, 7, 8
+    tags[12:16, 8:14], tags[6:10, 17], tags[5, 15:18] = 10, 5, 12
+    return tags_image(tags)
+
+
+def test_a_small_class_covering_a_fifth_of_a_frame_is_another_numbering():
+    frame = carla_0_8_frame()
+    with pytest.raises(ScoringError, match=r"traffic light would cover 36% of the frame under carla-tags-0.9.14.*"
+                                           r"the frame fits carla-tags-0.9.13 and carla-tags-0.9.5$"):
+        ground_truth_format("carla-tags", "0.9.15").decode(frame)
+    fmt = ground_truth_format("carla-tags", "0.8.4")
+    assert names(fmt, fmt.decode(frame))[10 * 20 + 5] == "road"
+    assert fmt.ignoring(["road"]).decode(frame).shape == (20, 20)  # a class not scored is not checked
+
+
+@needs_shared
+@pytest.mark.parametrize("fmt", [["--gt-format", "carla-tags", "--carla-version", "0.9.14"],
+                                 ["--gt-format", "carla-tags-0.9.14"]])
+def test_carla_0_8_frames_scored_as_0_9_14_are_an_error_not_a_misnamed_table(tmp_path, capsys, fmt):
+    folder = SHARED / "carla_lyft_samples"
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for label in (folder / "labels").glob("*.png"):
+        Image.fromarray(np.zeros((600, 800), np.uint8)).save(pred / label.name)
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--pred", str(pred), "--gt", str(folder / "labels"), *fmt])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert "would cover" in err and err.endswith("the frame fits carla-tags-0.9.13 and carla-tags-0.9.5")
+
+
+def test_carla_formats_take_the_release_the_frames_record_or_the_flag(tmp_path, capsys):
+    write_pair(tmp_path, "a", np.array([[0, 0, 1, 1]], np.uint8), tags_image(np.array([[1, 1, 14, 14]])))
+    bare = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--gt-format", "carla-tags"]
+    with pytest.raises(SystemExit) as exit_:
+        main(bare)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and "pass --carla-version" in err
+    scoring.write_frames_manifest(tmp_path / "gt", "0.9.15")  # as carla_rig --save-frames writes it
+    assert main(bare + ["--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "ground truth: carla-tags-0.9.14" in out
+    assert f"CARLA version 0.9.15 (recorded in {tmp_path / 'gt' / scoring.FRAMES_MANIFEST})" in out
+    assert set(json.loads((tmp_path / "report" / "scores.json").read_text())["class_pixels"]) == {"road", "car"}
+    with pytest.raises(SystemExit):
+        main(bare + ["--carla-version", "0.9.13"])
+    assert "--carla-version 0.9.13 numbers classes otherwise than CARLA 0.9.15" in capsys.readouterr().err
+
+
+# --- id formats: void and numbering guards, CarlaScapes -------------------------------------------------
+
+def camvid_frame() -> np.ndarray:
+    camvid = np.zeros((10, 10), np.uint8)  # sky, trees, road, a car
+    camvid[:3], camvid[3:5], camvid[5:], camvid[6:8, 2:5] = 0, 5, 3, 8
+    return camvid
+
+
+def test_camvid_labels_are_refused_as_selma_ids():
+    with pytest.raises(ScoringError, match=r"% of the pixels are values selma-ids does not score.*fits camvid-11"):
+        ground_truth_format("selma-ids").decode(camvid_frame())
+    trees = camvid_frame()
+    trees[:3] = 5  # mostly trees: little void left, but selma's 5 is a pole
+    with pytest.raises(ScoringError, match=r"pole would cover 50% of the frame under selma-ids.*fits camvid-11"):
+        ground_truth_format("selma-ids").decode(trees)
+
+
+def test_carlascapes_label_ids_are_built_in_and_other_datasets_are_pointed_to_class_maps():
+    ids = np.array([[11, 11, 11, 11], [1, 1, 24, 14], [1, 1, 28, 0]], np.uint8)  # sky, road, road line, car, rail
+    fmt = ground_truth_format("carlascapes-ids")
+    assert names(fmt, fmt.decode(ids)) == ["sky"] * 4 + ["road", "road", "road line", "car", "road", "road",
+                                                          "guard rail", None]
+    with pytest.raises(ScoringError, match="values cityscapes-ids does not score .*fits carlascapes-ids"):
+        ground_truth_format("cityscapes-ids").decode(np.array([[1, 1, 2, 3, 3, 9, 11, 14]], np.uint8))
+    with pytest.raises(ScoringError, match=r"does not know: 200 .*write a class map \(encoding: id.*--class-map"):
+        ground_truth_format("carlascapes-ids").decode(np.array([[200, 200, 201, 1]], np.uint8))
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+def test_a_smoke_run_is_said_at_the_top_and_above_the_headline(tmp_path, capsys):
+    swapped_pair_set(tmp_path)
+    note = "SMOKE RUN: 'tiny-random' has random weights; the labels are meaningless"
+    scoring.write_segment_manifest(tmp_path / "pred", consistent=False, smoke_run=note)  # as segment writes it
+    assert main(eval_args(tmp_path, "--out", str(tmp_path / "report"))) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == note and out[-2] == note and out[-1].startswith("mIoU: ")
+    assert json.loads((tmp_path / "report" / "scores.json").read_text())["smoke_run"] == note
+
+
+def test_the_confusion_figure_shows_the_headlines_matching(tmp_path):
+    from emerdiff_ros.tools.evaluate import confusion_view, evaluate_folders
+
+    swapped_pair_set(tmp_path)  # road and car, the clusters swapping meaning between the frames
+    fmt = ground_truth_format("carla-tags", "0.9.15")
+    per_image = confusion_view(evaluate_folders(tmp_path / "pred", tmp_path / "gt", fmt))
+    assert per_image.title.startswith("per-image matching: mIoU 100.00")
+    assert per_image.classes == ["road", "car"] and per_image.columns == ["road", "car", "unmatched"]
+    np.testing.assert_array_equal(per_image.matrix, [[1, 0, 0], [0, 1, 0]])
+    whole = confusion_view(evaluate_folders(tmp_path / "pred", tmp_path / "gt", fmt, consistent_ids=True))
+    assert whole.title.startswith("whole-set matching: mIoU 33.33") and whole.columns == ["0", "1"]
+    np.testing.assert_array_equal(whole.matrix, [[0.5, 0.5], [0.5, 0.5]])
+
+
+def test_consistent_ids_against_a_per_frame_record_is_warned_about(tmp_path, capsys):
+    swapped_pair_set(tmp_path)
+    scoring.write_segment_manifest(tmp_path / "pred", consistent=False)
+    assert main(eval_args(tmp_path, "--consistent-ids")) == 0
+    err = capsys.readouterr().err
+    assert f"emerdiff eval: warning: --consistent-ids overrides {tmp_path / 'pred' / scoring.SEGMENT_MANIFEST}, " \
+           f"which records per-frame cluster ids" in err
+    assert main(eval_args(tmp_path)) == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_frames_without_a_scored_pixel_are_not_counted_as_scored(tmp_path, capsys):
+    swapped_pair_set(tmp_path)
+    write_pair(tmp_path, "c", np.array([[0, 0, 1, 1]], np.uint8), tags_image(np.zeros((1, 4), np.uint8)))
+    assert main(eval_args(tmp_path, "--out", str(tmp_path / "report"))) == 0
+    out = capsys.readouterr().out
+    assert "; 2 frames scored" in out and "1 frames have no scored pixel (every pixel ignored), not counted: c" in out
+    report = json.loads((tmp_path / "report" / "scores.json").read_text())
+    assert report["scored_frames"] == 2 and report["frames_without_scored_pixels"] == ["c"]
+
+
+def test_ground_truth_skipped_for_a_missing_prediction_is_still_checked(tmp_path, capsys):
+    swapped_pair_set(tmp_path)
+    Image.fromarray(tags_image(np.array([[1, 1, 40, 40]]))).save(tmp_path / "gt" / "c.png")  # 40: no 0.9.14 tag
+    with pytest.raises(SystemExit) as exit_:
+        main(eval_args(tmp_path, "--allow-missing"))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{tmp_path / 'gt' / 'c.png'}: values carla-tags-0.9.14 does not know: 40" in err

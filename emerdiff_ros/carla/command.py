@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .recording import BagRecorder, FrameWriter, RecordError, check_new_bag, ground_truth_pair
 from .rigfile import RigError, default_rig_file, load_rig, sensor_topics
 from .session import (CarlaError, ClientMissing, NoServer, RigSession, SessionOptions, VersionMismatch, connect,
-                      import_carla, weather_presets)
+                      import_carla, release, weather_presets)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,9 +164,11 @@ def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
                 print("native ROS 2 topics (if the server runs with --ros2): " + ", ".join(
                     ["/clock"] + [t for s in rig.sensors for t in sensor_topics(rig, s).values()]))
             if args.record:
-                outputs["bag"] = closing.enter_context(BagRecorder(args.record, rig, session.cameras))
+                outputs["bag"] = closing.enter_context(BagRecorder(args.record, rig, session.cameras,
+                                                                   release(server_version)))
             if args.save_frames:
-                outputs["frames"] = FrameWriter(args.save_frames, *ground_truth_pair(rig, session.cameras))
+                outputs["frames"] = FrameWriter(args.save_frames, *ground_truth_pair(rig, session.cameras),
+                                                release(server_version))
             _drive(session, list(outputs.values()), tick_limit(args), guard, "record" if listen else "drive")
         except (RigError, RecordError) as exc:
             status = fail(str(exc), 2)

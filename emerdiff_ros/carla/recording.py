@@ -4,7 +4,8 @@ The bag holds what the CARLA ROS 2 bridge publishes for the rig in synchronous m
 /clock message and, for each sensor, its messages with the tick's simulation time as header stamp
 (and as the bag's log time), the bridge's frame ids, encodings, layouts and publisher QoS. It is
 written with rosbags (no ROS needed) and closed on every way out of the drive, so an interrupted
-recording is a valid bag of the ticks done.
+recording is a valid bag of the ticks done. Both record the server's CARLA version (the bag in its
+custom_data, the frames in a manifest beside the ground truth): its release numbers the semantic classes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from ..runtime.messages import cloud_layout
+from ..scoring import BAG_CARLA_VERSION_KEY, write_frames_manifest
 from .convert import camera_info_fields, image_fields, lidar_cloud, radar_cloud
 from .rigfile import Rig, SensorSpec, frame_id, sensor_topics
 from .session import CameraGeometry, Tick
@@ -43,7 +45,7 @@ def check_new_bag(path: Path) -> None:
 class BagRecorder:
     """The drive into a new rosbag2 (MCAP), one tick at a time."""
 
-    def __init__(self, path: Path, rig: Rig, cameras: dict[str, CameraGeometry]):
+    def __init__(self, path: Path, rig: Rig, cameras: dict[str, CameraGeometry], carla_version: str):
         check_new_bag(path)
         self.rig, self.path = rig, path
         self.store = get_typestore(Stores.ROS2_KILTED)
@@ -51,6 +53,7 @@ class BagRecorder:
         self.messages = 0
         self.ticks = 0
         self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.set_custom_data(BAG_CARLA_VERSION_KEY, carla_version)
         self._writer.open()
         self._clock = self._connect(CLOCK_TOPIC, CLOCK_TYPE)
         self._connections = {(sensor.id, part): self._connect(topic, MSGTYPES[part])
@@ -117,13 +120,15 @@ def ground_truth_pair(rig: Rig, cameras: dict[str, CameraGeometry]) -> tuple[str
 
 class FrameWriter:
     """rgb/<frame>.png and gt/<frame>.png (CityScapes palette colours) per tick: inputs for
-    `emerdiff segment` and ground truth for `emerdiff eval --gt-format carla-palette`."""
+    `emerdiff segment` and ground truth for `emerdiff eval --gt-format carla-palette`, which reads the
+    CARLA version from gt/'s manifest."""
 
-    def __init__(self, folder: Path, camera: str, semantic: str):
+    def __init__(self, folder: Path, camera: str, semantic: str, carla_version: str):
         self.check_folder(folder)
         self.folders = {camera: folder / "rgb", semantic: folder / "gt"}
         for sub in self.folders.values():
             sub.mkdir(parents=True, exist_ok=True)
+        write_frames_manifest(folder / "gt", carla_version)
         self.pairs = 0
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from ..engine import EmerDiffConfig
 from ..engine.jobs import Job, K
@@ -46,20 +46,42 @@ def worker_lost_errors(ray) -> tuple[type[BaseException], ...]:
     return errors.RayActorError, errors.WorkerCrashedError, errors.OutOfMemoryError, errors.NodeDiedError
 
 
+class WorkerPlan(NamedTuple):
+    workers: int
+    gpus: float  # each
+    cpus: float  # each
+    note: str = ""  # how the cluster was divided among the workers asked for, if it was
+
+
 def plan_workers(resources: dict, workers: int | None, gpus: float | None, cpus: float | None,
-                 threads: int) -> tuple[int, float, float]:
-    """(workers, GPUs each, CPUs each): by default one worker per GPU, or on a cluster without GPUs one
-    per `threads` CPUs (the torch threads each runs)."""
+                 threads: int) -> WorkerPlan:
+    """How many workers and what each reserves. By default one worker per GPU, or on a cluster without
+    GPUs one per `threads` CPUs (the torch threads each runs). A number of workers without CPUs per
+    worker means the cluster split among them: its CPUs (without GPUs) or its GPUs divided evenly."""
     total_gpus, total_cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
-    gpus = (1.0 if total_gpus else 0.0) if gpus is None else gpus
-    cpus = (1.0 if gpus else float(threads)) if cpus is None else cpus
+    split = workers is not None and cpus is None
+    if split and workers > total_cpus:
+        raise ClusterError(f"the Ray cluster has {total_cpus:g} CPU: {workers} workers need at least one CPU "
+                           f"each (--ray-workers)")
+    if gpus is None:
+        gpus = (min(1.0, total_gpus / workers) if split else 1.0) if total_gpus else 0.0
+    if cpus is None:
+        cpus = (1.0 if gpus else total_cpus / workers) if split else (1.0 if gpus else float(threads))
     if workers is None:
         workers = int(total_gpus // gpus) if gpus else int(total_cpus // cpus)
     if workers < 1 or workers * gpus > total_gpus or workers * cpus > total_cpus:
         raise ClusterError(f"the Ray cluster has {total_gpus:g} GPU and {total_cpus:g} CPU: {max(workers, 1)} "
                            f"workers with {gpus:g} GPU and {cpus:g} CPU each do not fit (--ray-workers, "
                            f"--ray-gpus-per-worker, --ray-cpus-per-worker)")
-    return workers, gpus, cpus
+    return WorkerPlan(workers, gpus, cpus, _split_note(workers, total_gpus, gpus, total_cpus) if split else "")
+
+
+def _split_note(workers: int, total_gpus: float, gpus: float, total_cpus: float) -> str:
+    if not gpus:
+        return f"the cluster's {total_cpus:g} CPUs split evenly among the {workers} workers asked for"
+    if gpus < 1:
+        return f"the cluster's {total_gpus:g} GPUs shared evenly among the {workers} workers asked for"
+    return ""
 
 
 class RayRunner:
@@ -71,8 +93,9 @@ class RayRunner:
         self.config = config
         self.in_flight = in_flight
         self.threads = ThreadSettings.here()
-        count, self.gpus, self.cpus = plan_workers(ray.cluster_resources(), workers, gpus_per_worker,
-                                                   cpus_per_worker, self.threads.torch_threads)
+        self.plan = plan_workers(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker,
+                                 self.threads.torch_threads)
+        count, self.gpus, self.cpus = self.plan.workers, self.plan.gpus, self.plan.cpus
         options = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)
         if self.threads.torch_threads > self.cpus:
             # More threads than reserved cores: spinning OpenMP threads of workers sharing cores slowed
@@ -159,8 +182,9 @@ class RayRunner:
     def lines(self) -> list[str]:
         per_worker = ", ".join(f"{w.label()} {w.jobs}" + (f" (replaced {w.restarts}x)" if w.restarts else "")
                                for w in self._workers)
+        split = f": {self.plan.note}" if self.plan.note else ""
         return [f"workers: {len(self._workers)} on Ray ({self.gpus:g} GPU, {self.cpus:g} CPU, "
-                f"{self.threads.torch_threads} torch threads each)",
+                f"{self.threads.torch_threads} torch threads each){split}",
                 f"jobs per worker (one per frame and pass): {per_worker}",
                 f"frames retried after a lost worker: {self.retried}"]
 

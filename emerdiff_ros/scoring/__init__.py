@@ -6,6 +6,7 @@ ROS-free (numpy, scipy, PIL, yaml). The API:
 
     fmt = scoring.ground_truth_format("carla-palette")     # a built-in name or a class map file;
     fmt = scoring.ground_truth_format("carla-tags", carla_version="0.9.13")   # CARLA numbering by release
+                                                                            # (needed: releases share values)
     fmt = fmt.ignoring(["sky", "255,0,0"])                  # optional: classes or values not to score
     class_ids = fmt.decode(pixels)    # pixels: (H, W) ids or (H, W, 3|4) RGB(A), as read from a file
                                       # (scoring.read_label_image) or message; -> (H, W) uint8 indices
@@ -20,7 +21,9 @@ ROS-free (numpy, scipy, PIL, yaml). The API:
 pred_labels are (H, W) integer cluster ids 0-65535 (uint8 or uint16 label images) at the ground truth's
 size. Every problem with the inputs raises ScoringError (a ValueError) whose text says what is wrong:
 values or colours the format does not know (with their pixel counts), a photo passed as CARLA tags,
-16-bit values outside the map, frames that are mostly void, sizes that differ.
+16-bit values outside the map, frames that are mostly void, a small class (pole, traffic light) covering
+more than a fifth of a frame (another numbering), sizes that differ; each names the formats that fit.
+No score depends on how the clusters are numbered.
 Protocols (PROTOCOLS): per-image mean, whole-set matching, DiffSeg's (match per image, sum TP/FP/FN).
 """
 
@@ -28,8 +31,9 @@ from .classmaps import (CARLA_FAMILIES, CARLA_TABLES, DEFAULT_CARLA_VERSION, ENC
                         ScoringError, builtin_names, carla_table, class_map_from_dict, format_names,
                         ground_truth_format, load_class_map, read_label_image)
 from .matching import MAX_LABEL, Confusion, Scores, confusion, match
-from .provenance import BAG_LABEL_IDS_KEY, SEGMENT_MANIFEST, bag_ids_consistent, folder_ids_consistent, \
-    ids_value, write_segment_manifest
+from .provenance import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY, FRAMES_MANIFEST, SEGMENT_MANIFEST, \
+    bag_custom_data, bag_ids_consistent, folder_carla_version, folder_ids_consistent, folder_smoke_note, ids_value, \
+    write_frames_manifest, write_segment_manifest
 from .running import PROTOCOLS, ProtocolScore, RunningScore
 
 __all__ = [
@@ -37,5 +41,7 @@ __all__ = [
     "builtin_names", "carla_table", "class_map_from_dict", "format_names", "ground_truth_format", "load_class_map",
     "read_label_image", "MAX_LABEL", "Confusion", "Scores", "confusion", "match", "BAG_LABEL_IDS_KEY",
     "SEGMENT_MANIFEST", "bag_ids_consistent", "folder_ids_consistent", "ids_value", "write_segment_manifest",
+    "BAG_CARLA_VERSION_KEY", "FRAMES_MANIFEST", "bag_custom_data", "folder_carla_version", "write_frames_manifest",
+    "BAG_SMOKE_KEY", "folder_smoke_note",
     "PROTOCOLS", "ProtocolScore", "RunningScore",
 ]

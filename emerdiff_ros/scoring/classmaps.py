@@ -11,9 +11,13 @@ A class map file (YAML or JSON) holds:
       1: building
     ignore: [11, 255]                # values or colours that occur but are not scored
     max_ignored_fraction: 0.5        # optional: refuse a frame with more ignored pixels than this
+    small_classes: [pole]            # optional: classes that never cover more than a fifth of a frame
 
 Any value that is neither a class nor ignored is an error, with its pixel count, so another encoding
-is never scored under the wrong names. The built-in formats are such files, in classmaps/.
+is never scored under the wrong names; so is a frame mostly of ignored values, or a small class (a pole,
+a traffic light) covering more than a fifth of it, which is another numbering whose values fit this
+one's range. Each error names the built-in formats the frame fits. The built-in formats are such files,
+in classmaps/.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ ENCODINGS = ("id", "red", "colour")
 BUILTIN_DIR = Path(__file__).parent / "classmaps"
 CARLA_FAMILIES = ("carla-tags", "carla-palette")
 CARLA_TABLES = ("0.9.5", "0.9.13", "0.9.14")  # tag numberings: 0.8-0.9.5, 0.9.6-0.9.13, 0.9.14 and later
-DEFAULT_CARLA_VERSION = "0.9.14"  # the numbering of CARLA 0.9.15/0.9.16, which the rig runs
-_FIELDS = {"name", "description", "encoding", "classes", "ignore", "max_ignored_fraction"}
+DEFAULT_CARLA_VERSION = "0.9.14"  # the node's default: the numbering of CARLA 0.9.15/0.9.16, which the rig runs
+SMALL_CLASS_SHARE = 0.2  # of a driving frame, more than any pole, traffic light or sign ever covers
+_FIELDS = {"name", "description", "encoding", "classes", "ignore", "max_ignored_fraction", "small_classes"}
 
 
 class ScoringError(ValueError):
@@ -57,6 +62,7 @@ class ClassMap:
     description: str = ""
     max_ignored_fraction: float | None = None
     void: frozenset[int] = frozenset()  # the map's own ignored keys, which max_ignored_fraction bounds
+    small: frozenset[str] = frozenset()  # classes that never cover more than SMALL_CLASS_SHARE of a frame
     classes: tuple[str, ...] = field(init=False)  # scored classes; decode() gives indices into this
     _lookup: dict[int, int] = field(init=False, repr=False)
 
@@ -66,6 +72,9 @@ class ClassMap:
             raise ScoringError(f"class map {self.name} scores no class")
         if len(classes) >= IGNORE:
             raise ScoringError(f"class map {self.name} has {len(classes)} classes; at most {IGNORE - 1} are supported")
+        if not self.small <= set(classes):
+            raise ScoringError(f"small_classes {', '.join(sorted(self.small - set(classes)))} are not classes of "
+                               f"{self.name}")
         index = {name: i for i, name in enumerate(classes)}
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "_lookup", {**{k: IGNORE for k in self.ignore},
@@ -83,19 +92,41 @@ class ClassMap:
         values = np.unique(keys)  # sorting without return_inverse, then a search: several times faster
         inverse = np.searchsorted(values, keys)
         counts = np.bincount(inverse, minlength=len(values))
-        table = np.array([self._lookup.get(int(v), -1) for v in values], dtype=np.int16)
-        unknown = table < 0
-        if unknown.any():
-            raise ScoringError(self._unknown_message(values[unknown], counts[unknown], keys.size))
-        if self.max_ignored_fraction is not None:
-            void = counts[np.isin(values, list(self.void))].sum() / keys.size
-            if void > self.max_ignored_fraction:
-                raise ScoringError(
-                    f"{100 * void:.0f}% of the pixels are values {self.name} does not score "
+        misfit = self.misfit(values, counts)
+        if misfit:
+            raise ScoringError(misfit + self._fitting_hint(values, counts))
+        table = np.array([self._lookup[int(v)] for v in values], dtype=np.uint8)
+        return table[inverse].reshape(np.shape(pixels)[:2])
+
+    def misfit(self, values: np.ndarray, counts: np.ndarray) -> str:
+        """Why a frame with these pixel keys (and their counts) is not this encoding; "" if it may be."""
+        known = np.array([int(v) in self._lookup for v in values], dtype=bool)
+        if not known.all():
+            return self._unknown_message(values[~known], counts[~known], int(counts.sum()))
+        share = dict(zip((int(v) for v in values), counts / counts.sum()))
+        void = sum(share.get(k, 0.0) for k in self.void)
+        if self.max_ignored_fraction is not None and void > self.max_ignored_fraction:
+            return (f"{100 * void:.0f}% of the pixels are values {self.name} does not score "
                     f"({', '.join(self.key_text(k) for k in sorted(self.void))}); more than "
                     f"{100 * self.max_ignored_fraction:.0f}% means another encoding whose values happen to "
-                    f"fall in this one's range: use the dataset's own class map")
-        return table.astype(np.uint8)[inverse].reshape(np.shape(pixels)[:2])
+                    f"fall in this one's range")
+        for name in sorted(self.small):
+            cover = sum(share.get(k, 0.0) for k, n in self.named.items() if n == name)
+            if cover > SMALL_CLASS_SHARE:
+                return (f"{name} would cover {100 * cover:.0f}% of the frame under {self.name}, more than a "
+                        f"{name} ever covers of a driving frame ({100 * SMALL_CLASS_SHARE:.0f}%): another "
+                        f"numbering whose values fall in this one's range")
+        return ""
+
+    def _fitting_hint(self, values: np.ndarray, counts: np.ndarray) -> str:
+        fits = [m for m in builtin_names() if m != self.name and builtin(m).encoding == self.encoding
+                and not builtin(m).misfit(values, counts)]
+        if fits:
+            return f"; the frame fits {' and '.join(fits)}"
+        if self.encoding == "id":
+            return ("; for a dataset's own ids, write a class map (encoding: id, its values and class names) and "
+                    "pass it with --class-map")
+        return ""
 
     def _keys(self, pixels: np.ndarray) -> np.ndarray:
         if not np.issubdtype(pixels.dtype, np.integer) and pixels.dtype != bool:
@@ -128,10 +159,7 @@ class ClassMap:
         what = "colours" if self.encoding == "colour" else "values"
         wide = " (a 16-bit image; no id of this map is above 255)" if values.max() > 255 and \
             self.encoding != "colour" and max(self.named) <= 255 else ""
-        known = [m for m in builtin_names() if m != self.name and builtin(m).encoding == self.encoding
-                 and all(int(v) in builtin(m)._lookup for v in values)]
-        hint = f"; all of them are known to {' and '.join(known)}" if known else ""
-        return f"{what} {self.name} does not know: {listed}{more}{wide}{hint}"
+        return f"{what} {self.name} does not know: {listed}{more}{wide}"
 
     def key_text(self, key: int) -> str:
         return f"({key >> 16}, {(key >> 8) & 255}, {key & 255})" if self.encoding == "colour" else str(key)
@@ -155,7 +183,7 @@ class ClassMap:
                 named.pop(key, None)
                 ignore.add(key)
         return ClassMap(self.name, self.encoding, named, frozenset(ignore), self.description,
-                        self.max_ignored_fraction, self.void)
+                        self.max_ignored_fraction, self.void, self.small & set(named.values()))
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "encoding": self.encoding,
@@ -237,8 +265,11 @@ def class_map_from_dict(data, default_name: str = "class map") -> ClassMap:
     limit = data.get("max_ignored_fraction")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= 1):
         raise ScoringError(f"max_ignored_fraction must be a number in (0, 1], got {limit!r}")
+    small = data.get("small_classes") or []
+    if not isinstance(small, list) or not all(isinstance(name, str) for name in small):
+        raise ScoringError("small_classes must be a list of class names")
     return ClassMap(str(data.get("name") or default_name), encoding, named, ignore, str(data.get("description") or ""),
-                    None if limit is None else float(limit), ignore)
+                    None if limit is None else float(limit), ignore, frozenset(small))
 
 
 # --- names -----------------------------------------------------------------------------------------
@@ -271,11 +302,15 @@ def carla_table(version: str) -> str:
 
 
 def ground_truth_format(spec: str | Path, carla_version: str | None = None) -> ClassMap:
-    """A built-in format by name, or a class map file; carla-tags and carla-palette follow carla_version
-    (default: CARLA 0.9.14 and later)."""
+    """A built-in format by name, or a class map file; carla-tags and carla-palette follow carla_version,
+    which they need: the releases' numberings share values, so a guessed release misnames classes."""
     text = str(spec)
     if text in CARLA_FAMILIES:
-        return builtin(f"{text}-{carla_table(carla_version or DEFAULT_CARLA_VERSION)}")
+        if carla_version is None:
+            raise ScoringError(f"{text} needs the CARLA release that made the frames (0.8-0.9.5, 0.9.6-0.9.13 and "
+                               f"0.9.14+ number their classes differently) and the frames record none: pass "
+                               f"--carla-version, or name the numbering ({text}-0.9.5, -0.9.13 or -0.9.14)")
+        return builtin(f"{text}-{carla_table(carla_version)}")
     if carla_version is not None:
         raise ScoringError(f"a CARLA version applies to {' and '.join(CARLA_FAMILIES)}, not to {text}")
     if text in builtin_names():

@@ -2,7 +2,8 @@
 
 Clusters carry no class names, so each is matched to at most one class and each class to at most one
 cluster, maximising the pixels that agree. A class's IoU counts the pixels of its matched cluster; the
-pixels of clusters left unmatched count against the classes they belong to.
+pixels of clusters left unmatched count against the classes they belong to. Only pairs that share pixels
+are matches, so no score depends on how the clusters are numbered.
 """
 
 from __future__ import annotations
@@ -101,11 +102,19 @@ def match(table: Confusion, classes: tuple[str, ...]) -> Match:
     present = np.flatnonzero(totals > 0)
     matching = {}
     if len(present):
-        sub = counts[:, present]
+        # Equal totals (ties) are broken by the solver's row order: rows in the order of their counts, not
+        # of their ids, so the same clustering numbered otherwise gets the same matching.
+        order = np.lexsort(counts.T[::-1])
+        sub = counts[order][:, present]
         rows, cols = linear_sum_assignment(sub, maximize=True)
+        rows, sub = order[rows], counts[:, present]
+        # A class left with no overlapping cluster is paired with an arbitrary one (the solver's tie
+        # break, so the cluster numbering): such a pair is no match, and its pixels are no false positives.
+        shared = sub[rows, cols] > 0
+        rows, cols = rows[shared], cols[shared]
         tp[present[cols]] = sub[rows, cols]
         fp[present[cols]] = counts[rows].sum(1) - sub[rows, cols]
-        matching = {int(table.clusters[r]): classes[present[c]] for r, c in zip(rows, cols) if sub[r, c] > 0}
+        matching = {int(table.clusters[r]): classes[present[c]] for r, c in zip(rows, cols)}
     fn = totals - tp
     iou = {classes[c]: float(tp[c] / (tp[c] + fp[c] + fn[c])) for c in present}
     pixels = int(totals.sum())

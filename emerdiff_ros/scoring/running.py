@@ -39,8 +39,9 @@ class RunningScore:
     """Scores frames one at a time and keeps what the set-level protocols need.
 
     add() scores a frame alone (Hungarian matching within the frame) and accumulates the frame's
-    confusion (for the whole-set matching, total()) and its matched TP/FP/FN (for DiffSeg's
-    protocol). Frames added with a name are kept in `frames`.
+    confusion (for the whole-set matching, total()), its matched TP/FP/FN (for DiffSeg's protocol) and
+    its pixels by the class their cluster was matched to in the frame (`matched`, what the per-image
+    protocol sees). Frames added with a name are kept in `frames`.
     """
 
     def __init__(self, fmt: ClassMap, ignore_mask: np.ndarray | None = None):
@@ -54,6 +55,9 @@ class RunningScore:
         self._tp, self._fp, self._fn = (np.zeros(n, np.int64) for _ in range(3))
         self._miou_sum = self._accuracy_sum = 0.0
         self._class_iou_sum, self._class_frames = np.zeros(n), np.zeros(n, np.int64)
+        # (classes + 1, classes): pixels by the class their cluster was matched to in its frame (the last
+        # row: clusters left unmatched) and by their ground-truth class
+        self.matched = np.zeros((n + 1, n), np.int64)
 
     def add(self, pred_labels: np.ndarray, class_ids: np.ndarray, name: str | None = None) -> Scores:
         """Score one frame: pred_labels (H, W) cluster ids, class_ids (H, W) from fmt.decode()."""
@@ -72,6 +76,11 @@ class RunningScore:
         self._tp += result.tp
         self._fp += result.fp
         self._fn += result.fn
+        matched_class = {self.fmt.classes.index(name): cluster for cluster, name in scores.matching.items()}
+        rows = np.full(len(table.clusters), len(self.fmt.classes))
+        for c, cluster in matched_class.items():
+            rows[np.searchsorted(table.clusters, cluster)] = c
+        np.add.at(self.matched, rows, table.counts)
         self.frame_count += 1
         if scores.pixels:
             self.scored_frames += 1

@@ -40,7 +40,7 @@ from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
 from ..runtime.step import FrameStep
 from ..runtime.tracker import LabelTracker
-from ..scoring import BAG_LABEL_IDS_KEY, ids_value
+from ..scoring import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY, bag_custom_data, ids_value
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -140,7 +140,8 @@ def segment_bag(engine: Segmenter | FrameRunner, settings: StreamSettings, src: 
         # metadata.yaml's reference to it) is <name>.mcap, not a hidden temporary name.
         writing = work / "output" / dst.name
         shutil.rmtree(writing, ignore_errors=True)
-        _write(reader, topics, settings, index, every, work, writing, STORAGES[storage], summary, progress)
+        _write(reader, topics, settings, index, every, work, writing, STORAGES[storage], summary, progress,
+               bag_custom_data(src).get(BAG_CARLA_VERSION_KEY))
     os.replace(writing, dst)
     shutil.rmtree(work)
     return summary
@@ -290,12 +291,17 @@ class _Pending:
     clouds: dict[str, SensorCloud] = field(default_factory=dict)
 
 
-def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress):
+def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress,
+           carla_version: str | None):
     """Copy every message and add each frame's outputs (as the node makes them) after its last input."""
     store = get_typestore(Stores.ROS2_KILTED)
     step = FrameStep(settings)
     writer = Writer(out, version=9, storage_plugin=storage)
     writer.set_custom_data(BAG_LABEL_IDS_KEY, ids_value(settings.track_labels))  # tracked ids are stable
+    if summary.smoke_note:
+        writer.set_custom_data(BAG_SMOKE_KEY, summary.smoke_note)
+    if carla_version:  # what made the ground truth in the bag, so eval decodes it with the right numbering
+        writer.set_custom_data(BAG_CARLA_VERSION_KEY, carla_version)
     writer.open()
     try:
         connmap, convmap = create_connections_converters(reader.connections, None, reader, writer)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from .. import scoring
@@ -33,6 +32,12 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)  # ground-truth frames without a prediction
     unpaired_predictions: int = 0  # predictions without ground truth (bags)
     ignore_mask: str | None = None
+    notes: list[str] = field(default_factory=list)  # where the format's details came from
+    warnings: list[str] = field(default_factory=list)  # choices of the user that go against the records
+    smoke_note: str | None = None  # the predictions' model had random weights
+
+    def frames_without_scored_pixels(self) -> list[str]:
+        return sorted(name for name, s in self.drive.frames.items() if not s.pixels)
 
     @property
     def fmt(self) -> ClassMap:
@@ -51,7 +56,10 @@ class Evaluation:
     def lines(self) -> list[str]:
         fmt, drive = self.fmt, self.drive
         out = [f"ground truth: {fmt.name}" + (f" ({fmt.description})" if fmt.description else "")
-               + f"; {drive.frame_count} frames scored"]
+               + f"; {drive.scored_frames} frames scored", *self.notes]
+        empty = self.frames_without_scored_pixels()
+        if empty:
+            out.append(f"{len(empty)} frames have no scored pixel (every pixel ignored), not counted: {_few(empty)}")
         unscored = ", ".join(fmt.key_text(k) for k in sorted(fmt.ignore))
         out.append(f"not scored: values {unscored}" if unscored else "not scored: nothing")
         if self.ignore_mask:
@@ -82,6 +90,9 @@ class Evaluation:
         out += ["", f"{'protocol':10s} {'mIoU %':>8s} {'pixel acc %':>12s}"]
         for name, p in protocols.items():
             out.append(f"{name:10s} {_pct(p.miou):>8s} {_pct(p.pixel_accuracy):>12s}  {p.description}")
+        if self.smoke_note:  # said again next to the number it makes meaningless
+            out[:0] = [self.smoke_note]
+            out.append(self.smoke_note)
         return out + [self.headline_line()]
 
     def report(self) -> dict:
@@ -89,7 +100,9 @@ class Evaluation:
         protocols = drive.protocols()
         best = drive.headline(self.ids_consistent)
         return _finite({
+            "smoke_run": self.smoke_note,
             "ground_truth": fmt.as_dict(), "frames": drive.frame_count, "scored_frames": drive.scored_frames,
+            "frames_without_scored_pixels": self.frames_without_scored_pixels(), "notes": self.notes,
             "skipped_without_prediction": self.skipped, "predictions_without_ground_truth": self.unpaired_predictions,
             "ignore_mask": None if self.ignore_mask is None else
             {"path": self.ignore_mask, "fraction": float(drive.ignore_mask.mean())},
@@ -163,12 +176,33 @@ def _fit(pred: np.ndarray, gt_shape: tuple[int, int], resize: bool, what: str) -
     return pred
 
 
-def _consistency(consistent_ids: bool | None, recorded: bool | None, where: str) -> tuple[bool, str]:
+def _consistency(consistent_ids: bool | None, recorded: bool | None, where: str) -> tuple[bool, str, list[str]]:
+    """(consistent, where that is known from, warnings)."""
     if consistent_ids:
-        return True, "--consistent-ids"
+        overridden = [f"--consistent-ids overrides {where}, which records per-frame cluster ids: the whole-set "
+                      f"matching of ids numbered per frame means little"] if recorded is False else []
+        return True, "--consistent-ids", overridden
     if recorded is None:
-        return False, ""
-    return recorded, where
+        return False, "", []
+    return recorded, where, []
+
+
+def recorded_carla_version(flag: str | None, gt_dir: Path | None = None,
+                           bag: Path | None = None) -> tuple[str | None, str]:
+    """The CARLA version to decode carla-tags/carla-palette with, and a report line on where it came from:
+    --carla-version, else what the frames record (None if neither). A flag whose numbering differs from
+    the record is an error."""
+    if bag is not None:
+        recorded, where = scoring.bag_custom_data(bag).get(scoring.BAG_CARLA_VERSION_KEY), \
+            f"{bag.name} metadata {scoring.BAG_CARLA_VERSION_KEY}"
+    else:
+        recorded, where = scoring.folder_carla_version(gt_dir), f"{Path(gt_dir) / scoring.FRAMES_MANIFEST}"
+    if recorded is None:
+        return flag, ""
+    if flag is not None and scoring.carla_table(flag) != scoring.carla_table(recorded):
+        raise ScoringError(f"--carla-version {flag} numbers classes otherwise than CARLA {recorded}, which made "
+                           f"the frames ({where}); leave the flag out")
+    return flag or recorded, f"CARLA version {recorded} (recorded in {where})"
 
 
 # --- folders -----------------------------------------------------------------------------------------
@@ -202,8 +236,8 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, fmt: ClassMap, *, ignore_mask
                            f"ground-truth images ({_few(missing)}); pass --allow-missing to score the others")
     if not pairs:
         raise ScoringError(f"no prediction in {pred_dir} matches a ground-truth image of {gt_dir}")
-    consistent, source = _consistency(consistent_ids, scoring.folder_ids_consistent(pred_dir),
-                                      f"{pred_dir / scoring.SEGMENT_MANIFEST}")
+    consistent, source, warnings = _consistency(consistent_ids, scoring.folder_ids_consistent(pred_dir),
+                                                f"{pred_dir / scoring.SEGMENT_MANIFEST}")
     drive = RunningScore(fmt, None if ignore_mask is None else read_ignore_mask(ignore_mask))
     for name, pred_path, gt_path in pairs:
         try:
@@ -211,7 +245,14 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, fmt: ClassMap, *, ignore_mask
             drive.add(_fit(read_prediction(pred_path), gt.shape, resize, pred_path.name), gt, name)
         except ScoringError as exc:
             raise ScoringError(f"{gt_path}: {exc}") from None
-    return _checked(Evaluation(drive, consistent, source, missing, ignore_mask=_text(ignore_mask)))
+    for stem in missing:  # not scored, but a wrong format there is as wrong as anywhere
+        gt_path = gt_dir / f"{stem}.png"
+        try:
+            fmt.decode(scoring.read_label_image(gt_path, fmt.encoding))
+        except ScoringError as exc:
+            raise ScoringError(f"{gt_path}: {exc}") from None
+    return _checked(Evaluation(drive, consistent, source, missing, ignore_mask=_text(ignore_mask), warnings=warnings,
+                               smoke_note=scoring.folder_smoke_note(pred_dir)))
 
 
 def _text(path: Path | None) -> str | None:
@@ -272,11 +313,14 @@ def evaluate_bag(bag: Path, fmt: ClassMap, *, gt_topic: str = GT_TOPIC, pred_top
             for conn, _, raw in reader.messages(connections=conns[gt_topic] + conns[pred_topic]):
                 msg = reader.deserialize(raw, conn.msgtype)
                 stamp = stamp_ns(msg.header.stamp)
-                if stamp not in paired:
-                    continue
+                if stamp not in paired and conn.topic != gt_topic:
+                    continue  # ground truth without a prediction is decoded all the same: a wrong format shows
                 where = f"{conn.topic} at {_stamp_text(stamp)}"
                 try:
                     pixels = label_pixels(msg)
+                    if stamp not in paired:
+                        fmt.decode(pixels)
+                        continue
                     if conn.topic == gt_topic:
                         pixels = fmt.decode(pixels)
                     elif pixels.ndim != 2:
@@ -289,19 +333,12 @@ def evaluate_bag(bag: Path, fmt: ClassMap, *, gt_topic: str = GT_TOPIC, pred_top
                     raise ScoringError(f"{where}: {exc}") from None
     except (AnyReaderError, OSError) as exc:  # not a bag: rosbags says why
         raise ScoringError(f"cannot read bag {bag}: {exc}") from None
-    consistent, source = _consistency(consistent_ids, scoring.bag_ids_consistent(_custom_data(bag)),
-                                      f"{bag.name} metadata {scoring.BAG_LABEL_IDS_KEY}")
+    custom = scoring.bag_custom_data(bag)
+    consistent, source, warnings = _consistency(consistent_ids, scoring.bag_ids_consistent(custom),
+                                                f"{bag.name} metadata {scoring.BAG_LABEL_IDS_KEY}")
     return _checked(Evaluation(drive, consistent, source, [_stamp_text(s) for s in missing],
-                               len(stamps[pred_topic] - paired), _text(ignore_mask)))
-
-
-def _custom_data(bag: Path) -> dict | None:
-    """custom_data of a rosbag2's metadata.yaml (None for ROS 1 bags and bags without it)."""
-    try:
-        metadata = yaml.safe_load((bag / "metadata.yaml").read_text())
-        return metadata["rosbag2_bagfile_information"].get("custom_data")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
+                               len(stamps[pred_topic] - paired), _text(ignore_mask), warnings=warnings,
+                               smoke_note=custom.get(scoring.BAG_SMOKE_KEY)))
 
 
 def _stamps(reader, connections, topic: str) -> set[int]:
@@ -318,29 +355,57 @@ def _stamps(reader, connections, topic: str) -> set[int]:
 # --- figure ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ConfusionView:
+    """What confusion.png shows: row-normalised counts, ground-truth classes down."""
+
+    classes: list[str]  # rows: the ground-truth classes present
+    columns: list[str]  # clusters (whole-set) or the classes clusters were matched to (per-image)
+    matrix: np.ndarray  # (classes, columns) fraction of each class's pixels
+    title: str
+    xlabel: str
+
+
+def confusion_view(evaluation: Evaluation) -> ConfusionView:
+    """The matching of the headline: the whole-set one (clusters across, matched ones first), or for the
+    per-image headline each frame's own, its clusters named by the class they were matched to there."""
+    drive, fmt = evaluation.drive, evaluation.fmt
+    present = np.flatnonzero(drive.confusion.counts.sum(0) > 0)
+    best = drive.headline(evaluation.ids_consistent)
+    if best.protocol == "whole-set":
+        counts, clusters = drive.confusion.counts, drive.confusion.clusters
+        row_of = {int(c): i for i, c in enumerate(clusters)}
+        matching = drive.total().matching
+        matched = [row_of[p] for c in present for p, name in matching.items() if name == fmt.classes[c]]
+        order = matched + [r for r in range(len(clusters)) if r not in matched]
+        matrix, columns = counts[order][:, present].T, [str(clusters[r]) for r in order]
+        xlabel = "predicted cluster (matched clusters first, in class order)"
+    else:
+        rows = [*present, len(fmt.classes)]  # the classes present, then the clusters left unmatched
+        matrix = drive.matched[rows][:, present].T
+        columns = [fmt.classes[c] for c in present] + ["unmatched"]
+        xlabel = "class its cluster was matched to in its frame"
+    matrix = matrix.astype(float) / np.maximum(matrix.sum(1, keepdims=True), 1)
+    title = f"{best.protocol} matching: mIoU {100 * best.miou:.2f} % ({fmt.name})"
+    return ConfusionView([fmt.classes[c] for c in present], columns, matrix, title, xlabel)
+
+
 def confusion_figure(evaluation: Evaluation, path: Path) -> None:
-    """Row-normalised confusion: ground-truth classes down, clusters across (matched ones first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drive, fmt = evaluation.drive, evaluation.fmt
-    counts, clusters = drive.confusion.counts, drive.confusion.clusters
-    whole = drive.total()
-    present = np.flatnonzero(counts.sum(0) > 0)
-    row_of = {int(c): i for i, c in enumerate(clusters)}
-    matched = [row_of[p] for c in present for p, name in whole.matching.items() if name == fmt.classes[c]]
-    order = matched + [r for r in range(len(clusters)) if r not in matched]
-    matrix = counts[order][:, present].T.astype(float)
-    matrix /= np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(order) + 3), max(4, 0.35 * len(present) + 2)))
-    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_yticks(range(len(present)), [fmt.classes[c] for c in present])
-    ax.set_xticks(range(len(order)), [str(clusters[r]) for r in order], rotation=90)
-    ax.set_xlabel("predicted cluster (matched clusters first, in class order)")
+    view = confusion_view(evaluation)
+    rows, cols = view.matrix.shape
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * cols + 3), max(4, 0.35 * rows + 2)))
+    image = ax.imshow(view.matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_yticks(range(rows), view.classes)
+    ax.set_xticks(range(cols), view.columns, rotation=90)
+    ax.set_xlabel(view.xlabel)
     ax.set_ylabel("ground-truth class")
-    ax.set_title(f"whole-set matching: mIoU {100 * whole.miou:.2f} % ({fmt.name})")
+    title = f"{view.title}\n{evaluation.smoke_note}" if evaluation.smoke_note else view.title
+    ax.set_title(title, color="red" if evaluation.smoke_note else "black")
     fig.colorbar(image, ax=ax, label="fraction of the class's pixels")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

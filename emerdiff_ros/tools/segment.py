@@ -199,7 +199,7 @@ def segment_images(engine: Segmenter | FrameRunner, images: list[Path], out_dir:
         (out_dir / CENTERS_FILE).unlink(missing_ok=True)
         shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
     write_segment_manifest(out_dir, consistent, centers=CENTERS_FILE if consistent else None, method=method,
-                           model=config.model, params=config.as_params())
+                           model=config.model, smoke_run=runner.smoke_note, params=config.as_params())
     centers = shared_centers(runner, images, out_dir, summary, progress) if consistent else None
 
     def jobs():
