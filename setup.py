@@ -48,7 +48,7 @@ setup(
         "rosbags>=0.10",
         "pyyaml>=6",
     ],
-    extras_require={"ros": ROS_WHEELS, "carla": [CARLA_CLIENT], "ray": RAY, "test": ["pytest>=7"]},
+    extras_require={"ros": ROS_WHEELS, "carla": [CARLA_CLIENT], "ray": RAY, "test": ["pytest>=7", "ruff>=0.6"]},
     entry_points={
         "console_scripts": [
             "emerdiff = emerdiff_ros.cli:main",

@@ -61,7 +61,8 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool, native_info: bool = Fa
     note = t["std_msgs/msg/String"](data=f"frame {i}")
     png = io.BytesIO()
     Image.fromarray(rgb).save(png, format="PNG")
-    compressed = t["sensor_msgs/msg/CompressedImage"](header=header("ego_vehicle/rgb_front"), format="rgb8; png compressed",
+    compressed = t["sensor_msgs/msg/CompressedImage"](header=header("ego_vehicle/rgb_front"),
+                                                      format="rgb8; png compressed",
                                                       data=np.frombuffer(png.getvalue(), np.uint8))
     return {"image": image, "compressed": compressed, "info": info, **clouds, "note": note}
 
@@ -76,7 +77,8 @@ def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", 
     if ros1:
         writer = Writer1(path)
     else:
-        writer = Writer2(path, version=9, storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
+        storage = StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3
+        writer = Writer2(path, version=9, storage_plugin=storage)
     writer.open()
     topics, types = dict(TOPICS), dict(TYPES)
     if compressed:

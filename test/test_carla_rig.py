@@ -28,7 +28,7 @@ from bag_builder import LIDAR_POINTS, PIXELS, RADAR_POINTS, field, read_back
 from emerdiff_ros.carla.command import tick_limit
 from emerdiff_ros.carla.convert import (RADAR_POINT_STEP, RawDataError, bgra_pixels, camera_info_fields,
                                         image_fields, lidar_cloud, lidar_points, radar_cloud, radar_points, stamp_ns)
-from emerdiff_ros.carla.rigfile import Pose, RigError, load_rig, parse_rig
+from emerdiff_ros.rig import Pose, RigError, load_rig, parse_rig
 from emerdiff_ros.carla.session import matching_client
 from emerdiff_ros.cli import main
 from emerdiff_ros.runtime.clouds import NO_LABEL

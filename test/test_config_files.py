@@ -1,81 +1,90 @@
 """The shipped configuration agrees with itself: bridge rig, node defaults, parameter file, launch file."""
 
-import ast
-import json
+import importlib.util
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from emerdiff_ros.rig import load_rig, rig_file_candidates
+from emerdiff_ros.ros import launch_plan
+from emerdiff_ros.runtime.outputs import INPUTS
 from emerdiff_ros.runtime.settings import StreamSettings
+from emerdiff_ros.tools.bag import BagTopics
+from emerdiff_ros.tools.evaluate import GT_TOPIC
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rig_poses() -> dict[str, tuple]:
-    objects = json.loads((ROOT / "config" / "carla_sensors.json").read_text())["objects"]
-    ego = next(o for o in objects if o["id"] == "ego_vehicle")
-    poses = {}
-    for sensor in ego["sensors"]:
-        point = sensor.get("spawn_point")
-        if point:
-            poses[sensor["id"]] = tuple(float(point[k]) for k in ("x", "y", "z", "roll", "pitch", "yaw"))
-    return poses
-
-
-def test_the_node_defaults_and_the_params_file_match_the_bridge_rig():
-    rig = rig_poses()
+def test_the_node_and_tools_take_their_defaults_from_the_rig_file():
+    rig = load_rig(ROOT / "config" / "carla_sensors.json")
     defaults = StreamSettings()
-    params = yaml.safe_load((ROOT / "config" / "carla.yaml").read_text())["/**"]["ros__parameters"]
     for setting, sensor in (("camera_pose", "rgb_front"), ("lidar_pose", "lidar"), ("radar_pose", "radar_front")):
-        assert getattr(defaults, setting) == rig[sensor], setting
-        assert tuple(params[setting]) == rig[sensor], setting
+        assert getattr(defaults, setting) == rig.sensor(sensor).pose.as_tuple(), setting
+    topics = BagTopics()
+    assert (topics.image, topics.camera_info, topics.lidar, topics.radar) == (
+        "/carla/ego_vehicle/rgb_front/image", "/carla/ego_vehicle/rgb_front/camera_info", "/carla/ego_vehicle/lidar",
+        "/carla/ego_vehicle/radar_front")
+    assert GT_TOPIC == "/carla/ego_vehicle/semantic_segmentation_front/image"
     # the semantic camera (ground truth) sees exactly what the RGB camera sees
-    assert rig["semantic_segmentation_front"] == rig["rgb_front"]
+    assert rig.sensor("semantic_segmentation_front").pose == rig.sensor("rgb_front").pose
+    params = yaml.safe_load((ROOT / "config" / "carla.yaml").read_text())["/**"]["ros__parameters"]
+    assert not {"camera_pose", "lidar_pose", "radar_pose"} & set(params)  # the rig file says it, once
 
 
-def launch_constant(tree: ast.Module, name: str):
-    assignment = next(node for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                      and getattr(node.targets[0], "id", "") == name)
-    return assignment.value
+def test_a_workspaces_rig_file_wins_over_a_stale_pip_copy(tmp_path, monkeypatch):
+    prefix = tmp_path / "install" / "emerdiff_ros"
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "emerdiff_ros").touch()
+    (prefix / "share" / "emerdiff_ros" / "config").mkdir(parents=True)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    candidates = rig_file_candidates()
+    workspace = prefix / "share" / "emerdiff_ros" / "config" / "carla_sensors.json"
+    pip_copy = Path(sys.prefix) / "share" / "emerdiff_ros" / "config" / "carla_sensors.json"
+    if importlib.util.find_spec("ament_index_python"):
+        assert candidates.index(workspace) < candidates.index(pip_copy)
+    assert candidates[0] == ROOT / "config" / "carla_sensors.json" and candidates[-1] == pip_copy
 
 
-def test_the_launch_file_remaps_the_nodes_inputs_and_defaults_to_the_rig():
-    tree = ast.parse((ROOT / "launch" / "carla.launch.py").read_text())
-    remapped = {node.elts[0].value for node in ast.walk(tree)
-                if isinstance(node, ast.Tuple) and len(node.elts) == 2 and isinstance(node.elts[0], ast.Constant)
-                and isinstance(node.elts[1], ast.JoinedStr)}
-    assert remapped == {"image", "camera_info", "lidar", "radar", "ground_truth"}
-    arguments = launch_constant(tree, "ARGUMENTS")
-    defaults = {k.value: v.elts[0] for k, v in zip(arguments.keys, arguments.values)}
-    sensors = set(rig_poses())
-    for argument in ("camera", "lidar", "radar", "ground_truth_camera"):
-        assert defaults[argument].value in sensors, argument
-    assert defaults["use_sim_time"].value == "true"
-    assert launch_constant(tree, "DEFAULT_SHUTDOWN_TIMEOUT").value == StreamSettings().shutdown_timeout
+def test_the_launch_plan_remaps_every_input_to_the_rigs_topics():
+    arguments = {name: default for name, (default, _) in launch_plan.launch_arguments().items()}
+    assert dict(launch_plan.remappings(arguments)) == {
+        "image": "/carla/ego_vehicle/rgb_front/image", "camera_info": "/carla/ego_vehicle/rgb_front/camera_info",
+        "lidar": "/carla/ego_vehicle/lidar", "radar": "/carla/ego_vehicle/radar_front",
+        "ground_truth": "/carla/ego_vehicle/semantic_segmentation_front/image"}
+    assert [name for name, _ in launch_plan.remappings(arguments)] == list(INPUTS)
+    hero = dict(launch_plan.remappings({**arguments, "role_name": "hero"}))
+    assert hero["lidar"] == "/carla/hero/lidar"
+    with pytest.raises(launch_plan.LaunchError, match="no sensor 'rgb_rear'.*rgb_front"):
+        launch_plan.remappings({**arguments, "camera": "rgb_rear"})
+    assert arguments["use_sim_time"] == "true"
 
 
-def test_each_carla_source_sets_a_ground_truth_format_the_node_accepts():
-    tree = ast.parse((ROOT / "launch" / "carla.launch.py").read_text())
-    sources = ast.literal_eval(launch_constant(tree, "SOURCES"))
-    assert set(sources) == {"bridge", "native"}
-    for values in sources.values():
+def test_each_carla_source_sets_parameters_the_node_accepts():
+    arguments = {name: default for name, (default, _) in launch_plan.launch_arguments().items()}
+    for source in launch_plan.SOURCES:
+        values = launch_plan.source_parameters({**arguments, "source": source})
         assert StreamSettings(**values).scoring_format() is not None
-    camera = json.loads((ROOT / "config" / "carla_sensors.json").read_text())["objects"][2]["sensors"][0]
-    assert camera["id"] == "rgb_front" and camera["fov"] == 90.0  # native intrinsics come from here
+    native = launch_plan.source_parameters({**arguments, "source": "native"})
+    assert native["camera_fov"] == 90.0  # the rig's rgb_front fov: CARLA's own camera_info is wrong
+    assert launch_plan.source_parameters({**arguments, "live_scoring": "false"}) == {"ground_truth_format": ""}
+    with pytest.raises(launch_plan.LaunchError, match="source:='sim' must be one of bridge, native"):
+        launch_plan.source_parameters({**arguments, "source": "sim"})
 
 
-def test_the_launch_files_parameter_arguments_are_node_parameters_of_the_same_type():
-    from emerdiff_ros.engine import config_fields
-    from emerdiff_ros.engine.config import param_specs
-
-    tree = ast.parse((ROOT / "launch" / "carla.launch.py").read_text())
-    overrides = launch_constant(tree, "OVERRIDES")
-    specs = {spec.name: spec for spec in [*config_fields(), *param_specs(StreamSettings)]}
-    specs["preset"] = type("Preset", (), {"type": str})  # declared by the node itself
-    for key, kind in zip(overrides.keys, overrides.values):
-        assert key.value in specs, key.value
-        assert specs[key.value].type.__name__ == kind.id, key.value
-    assert {"model", "device", "num_masks"} <= {key.value for key in overrides.keys}
+def test_the_launch_files_parameter_arguments_are_typed_as_the_node_declares_them(tmp_path):
+    overrides = launch_plan.typed_overrides({"num_masks": "12", "max_rate_hz": "5", "autostart": "off",
+                                             "model": "tiny-random", "device": ""})
+    assert overrides == {"num_masks": 12, "max_rate_hz": 5.0, "autostart": False, "model": "tiny-random"}
+    assert type(overrides["max_rate_hz"]) is float
+    with pytest.raises(launch_plan.LaunchError, match="num_masks:='many' is not a valid int"):
+        launch_plan.typed_overrides({"num_masks": "many"})
+    with pytest.raises(launch_plan.LaunchError, match="autostart:='maybe' is not a valid bool"):
+        launch_plan.typed_overrides({"autostart": "maybe"})
+    params_file = ROOT / "config" / "carla.yaml"
+    assert launch_plan.sigterm_timeout({}, str(params_file)) == StreamSettings().shutdown_timeout + 5
+    assert launch_plan.sigterm_timeout({"shutdown_timeout": 60.0}, str(params_file)) == 65
 
 
 def test_rviz_shows_the_nodes_outputs_in_its_namespace():
@@ -91,6 +100,7 @@ def test_rviz_shows_the_nodes_outputs_in_its_namespace():
     namespaced = Path(namespaced_rviz_config(path, "car1"))
     try:
         assert rviz_topics(namespaced.read_text()) == [t.replace("/emerdiff/", "/car1/emerdiff/") for t in shown]
+        assert namespaced_rviz_config(path, "/car1/") == str(namespaced)  # every launch: the same file, not a new one
     finally:
         namespaced.unlink()
 

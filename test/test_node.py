@@ -61,7 +61,8 @@ def test_outputs_carry_the_frame_header_and_the_right_encodings(carla_frame):
         assert all((m.encoding, m.width, m.height) == (encoding, WIDTH, HEIGHT) for m in messages)
     labels = image_array(bridge.out["labels"].messages[0])
     assert labels.max() < 4 and len(np.unique(labels)) > 1
-    for sensor, points, frame_id in (("lidar", lidar, "ego_vehicle/lidar"), ("radar", radar, "ego_vehicle/radar_front")):
+    for sensor, points, frame_id in (("lidar", lidar, "ego_vehicle/lidar"),
+                                     ("radar", radar, "ego_vehicle/radar_front")):
         for kind in ("points", "labeled"):
             messages = bridge.out[f"{sensor}/{kind}"].messages
             assert [stamp_ns(m.header.stamp) for m in messages] == stamps, (sensor, kind)

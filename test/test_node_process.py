@@ -62,7 +62,8 @@ def test_ctrl_c_twice_publishes_the_accepted_frame_and_exits_cleanly(carla_frame
     assert process.returncode == 0, output
     assert "Traceback" not in output and "terminate called" not in output, output
     # the frame the node had accepted (in progress or waiting) came out before it exited
-    assert stamp_ns(published[-1].header.stamp) == stamp_ns(stamp(9.0)), ([m.header.stamp.sec for m in published], output)
+    assert stamp_ns(published[-1].header.stamp) == stamp_ns(stamp(9.0)), (
+        [m.header.stamp.sec for m in published], output)
 
 
 @pytest.mark.parametrize("argument, reason", [

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .recording import BagRecorder, FrameWriter, RecordError, check_new_bag, ground_truth_pair
-from .rigfile import RigError, default_rig_file, load_rig, sensor_topics
+from ..rig import RigError, default_rig_file, load_rig, sensor_topics
 from .session import (CarlaError, ClientMissing, NoServer, RigSession, SessionOptions, VersionMismatch, connect,
                       import_carla, release, weather_presets)
 

@@ -21,7 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 from ..runtime.messages import cloud_layout
 from ..scoring import BAG_CARLA_VERSION_KEY, write_frames_manifest
 from .convert import camera_info_fields, image_fields, lidar_cloud, radar_cloud
-from .rigfile import Rig, SensorSpec, frame_id, sensor_topics
+from ..rig import Rig, SensorSpec, frame_id, sensor_topics
 from .session import CameraGeometry, Tick
 
 _UNSET = QosTime(0, 0)

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .convert import bgra_pixels, lidar_points, radar_points, stamp_ns
-from .rigfile import Rig, RigError, SensorSpec
+from ..rig import Rig, RigError, SensorSpec
 
 log = logging.getLogger(__name__)
 CLIENT_VERSION = "0.9.16"  # the newest client on PyPI when this was written

@@ -30,7 +30,7 @@ from ..runtime.livescore import LiveScore
 from ..runtime.messages import (MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, label_pixels,
                                 stamp_ns)
 from ..runtime.counters import Count
-from ..runtime.outputs import CLOUD, NODE_NAME, OUTPUTS, SCORES, SENSORS, SensorCloud
+from ..runtime.outputs import CAMERA_INFO, CLOUD, IMAGE, INPUTS, NODE_NAME, OUTPUTS, SCORES, SENSORS, SensorCloud
 from ..runtime.pipeline import FramePipeline
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import RateMeter
@@ -48,6 +48,7 @@ MAX_ACK_S = 5.0  # of the shutdown budget, at most this long for subscribers to 
 # A stamp further than this from the node's clock is on another clock (a replayed bag without
 # use_sim_time, say): a latency computed from it would mean nothing.
 MAX_MEANINGFUL_LATENCY_S = 3600.0
+MESSAGE_CLASSES = {IMAGE: Image, CAMERA_INFO: CameraInfo, CLOUD: PointCloud2}
 RELIABILITY = {"best_available": ReliabilityPolicy.BEST_AVAILABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT,
                "reliable": ReliabilityPolicy.RELIABLE}
 # A number in a warning (a size, a stamp, a count) does not make it another reason to warn about.
@@ -109,8 +110,7 @@ class EmerDiffNode(LifecycleNode):
             self.get_logger().warning(self.smoke_note)
         self.device = str(segmenter.model.device)
         self.pipeline = FramePipeline(segmenter, self.settings)
-        self._outputs = {name: self.create_lifecycle_publisher(PointCloud2 if kind == CLOUD else Image, f"~/{name}",
-                                                               OUTPUT_DEPTH)
+        self._outputs = {name: self.create_lifecycle_publisher(MESSAGE_CLASSES[kind], f"~/{name}", OUTPUT_DEPTH)
                          for name, kind in OUTPUTS.items()}
         scoring = self.settings.scoring_format()
         if scoring is not None:
@@ -214,8 +214,7 @@ class EmerDiffNode(LifecycleNode):
             # As image_transport: the compressed stream of the (remapped) image topic.
             kind, topic = CompressedImage, self.resolve_topic_name("image").rstrip("/") + "/compressed"
         else:
-            kind = {"image": Image, "camera_info": CameraInfo, "ground_truth": Image}.get(name, PointCloud2)
-            topic = name
+            kind, topic = MESSAGE_CLASSES[INPUTS[name]], name
         callback = {"image": self._on_image, "camera_info": self._on_camera_info,
                     "ground_truth": self._on_ground_truth}.get(name, lambda msg, name=name: self._on_cloud(name, msg))
         self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events)

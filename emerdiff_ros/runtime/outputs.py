@@ -1,4 +1,4 @@
-"""One segmented camera frame to every output, and the name of every output topic.
+"""One segmented camera frame to every output, and the name of every input and output topic.
 
 The node and `emerdiff bag` both turn a frame into outputs here, so a live recording and a
 segmented bag hold the same messages. Outputs are plain layouts (see runtime.messages); each side
@@ -24,6 +24,14 @@ NODE_NAME = "emerdiff"
 SENSORS = ("lidar", "radar")
 IMAGE = "sensor_msgs/msg/Image"
 CLOUD = "sensor_msgs/msg/PointCloud2"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+# Input name (the topic the node subscribes to, relative: remap it) -> message type.
+INPUTS: dict[str, str] = {
+    "image": IMAGE,  # or sensor_msgs/CompressedImage on image/compressed with image_transport: compressed
+    "camera_info": CAMERA_INFO,  # not subscribed to while camera_fov is set
+    **{sensor: CLOUD for sensor in SENSORS},
+    "ground_truth": IMAGE,  # the semantic camera, for live scoring only
+}
 LABELS, OVERLAY, PROJECTION = "labels", "overlay", "projection"
 # Output name (the topic under the node's name) -> message type.
 OUTPUTS: dict[str, str] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -17,13 +18,17 @@ def rviz_topics(text: str) -> list[str]:
 
 
 def namespaced_rviz_config(path: str | Path, namespace: str) -> str:
-    """path itself without a namespace, else a copy (in the temp folder) showing /<namespace>/emerdiff/..."""
+    """path itself without a namespace, else a copy showing /<namespace>/emerdiff/..., one per namespace in
+    the temp folder (written again by every launch, so launches never pile files up there)."""
     if not namespace.strip("/"):
         return str(path)
     prefix = output_topic("")
     text = TOPIC_LINE.sub(lambda m: m.group(1) + (output_topic(m.group(2)[len(prefix):], namespace)
                                                    if m.group(2).startswith(prefix) else m.group(2)),
                           Path(path).read_text())
-    with tempfile.NamedTemporaryFile("w", prefix="emerdiff_", suffix=".rviz", delete=False) as f:
-        f.write(text)
-    return f.name
+    name = re.sub(r"[^A-Za-z0-9_]", "_", namespace.strip("/"))
+    copy = Path(tempfile.gettempdir()) / f"emerdiff_{name}_{os.getuid()}.rviz"
+    partial = copy.with_suffix(f".{os.getpid()}.partial")  # whole or not at all, also for two launches at once
+    partial.write_text(text)
+    os.replace(partial, copy)
+    return str(copy)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..engine.config import check_fields, param
+from ..rig import default_rig
 from ..scoring import CARLA_FAMILIES, DEFAULT_CARLA_VERSION, ClassMap, ground_truth_format
 
 # The rig of config/carla_sensors.json (the CARLA bridge's default ego sensors), vehicle frame.
-CAMERA_POSE = (2.0, 0.0, 2.0, 0.0, 0.0, 0.0)
-LIDAR_POSE = (0.0, 0.0, 2.4, 0.0, 0.0, 0.0)
-RADAR_POSE = (2.0, 0.0, 2.0, 0.0, 0.0, 0.0)
-POSE = "[x, y, z, roll, pitch, yaw] in the vehicle frame (m, degrees; ROS axes as in the bridge's objects file)"
+RIG = default_rig()
+CAMERA_POSE, LIDAR_POSE, RADAR_POSE = (RIG.first(kind).pose.as_tuple() for kind in ("camera", "lidar", "radar"))
+POSE = ("[x, y, z, roll, pitch, yaw] in the vehicle frame (m, degrees; ROS axes as in the bridge's objects file; "
+        "default: the rig file's)")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..engine import Segmenter
 from ..engine.jobs import FrameRunner, SegmentJob, runner_for
+from ..rig import default_rig, sensor_topics
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
 from ..runtime.counters import Count
 from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, output_topic
@@ -51,12 +52,18 @@ class BagError(ValueError):
     """The bag or the request cannot be processed; the text says why."""
 
 
+RIG = default_rig()
+CAMERA_TOPICS = sensor_topics(RIG, RIG.first("camera"))
+
+
 @dataclass(frozen=True)
 class BagTopics:
-    image: str = "/carla/ego_vehicle/rgb_front/image"
-    camera_info: str = "/carla/ego_vehicle/rgb_front/camera_info"
-    lidar: str = "/carla/ego_vehicle/lidar"
-    radar: str = "/carla/ego_vehicle/radar_front"
+    """The input topics; by default the rig's camera, LiDAR and radar, as the bridge names them."""
+
+    image: str = CAMERA_TOPICS["image"]
+    camera_info: str = CAMERA_TOPICS["camera_info"]
+    lidar: str = sensor_topics(RIG, RIG.first("lidar"))["cloud"]
+    radar: str = sensor_topics(RIG, RIG.first("radar"))["cloud"]
 
 
 @dataclass

@@ -15,13 +15,14 @@ import numpy as np
 from PIL import Image
 
 from .. import scoring
+from ..rig import default_rig, sensor_topics
 from ..runtime.messages import MessageError, stamp_ns
 from ..runtime.messages import label_pixels as message_label_pixels
 from ..runtime.outputs import LABELS, output_topic
 from ..scoring import ClassMap, RunningScore, ScoringError
 
 LABELS_TOPIC = output_topic(LABELS)
-GT_TOPIC = "/carla/ego_vehicle/semantic_segmentation_front/image"  # the bridge rig's semantic camera
+GT_TOPIC = sensor_topics(default_rig(), default_rig().first("semantic"))["image"]  # the rig's semantic camera
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The rig definition: the CARLA ROS bridge's objects file (config/carla_sensors.json).
+"""The rig: the CARLA ROS bridge's objects file (config/carla_sensors.json), the one source of sensor ids,
+poses, topics, frame ids and fields of view for the node's defaults, the tools, the launch file and carla_rig.
 
 The same file `carla_spawn_objects` reads: one vehicle whose `id` is its role name, with sensors
 whose `id` names their topics, `spawn_point` in ROS axes (x forward, y left, z up; metres and
@@ -8,6 +9,7 @@ exist only inside the bridge and are skipped here.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +36,10 @@ class Pose:
     pitch: float = 0.0
     yaw: float = 0.0
 
+    def as_tuple(self) -> tuple[float, ...]:
+        """[x, y, z, roll, pitch, yaw], as the node's *_pose parameters take it."""
+        return (self.x, self.y, self.z, self.roll, self.pitch, self.yaw)
+
     def to_carla(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """((x, y, z), (pitch, yaw, roll)) in CARLA's left-handed axes (y right), as the bridge converts:
         y, pitch and yaw change sign."""
@@ -51,6 +57,11 @@ class SensorSpec:
     def kind(self) -> str:
         return SENSOR_KINDS[self.type]
 
+    @property
+    def fov(self) -> float:
+        """A camera's horizontal field of view in degrees (CARLA's default, 90, where the rig sets none)."""
+        return float(self.attributes.get("fov", 90.0))
+
 
 @dataclass(frozen=True)
 class Rig:
@@ -63,17 +74,35 @@ class Rig:
     def of_kind(self, kind: str) -> list[SensorSpec]:
         return [s for s in self.sensors if s.kind == kind]
 
+    def first(self, kind: str) -> SensorSpec:
+        """The rig's first sensor of a kind: the one the node, the bag tool and eval use by default."""
+        found = self.of_kind(kind)
+        if not found:
+            raise RigError(f"the rig has no {kind} sensor")
+        return found[0]
 
-def default_rig_file() -> Path:
-    """config/carla_sensors.json of this checkout, else the installed share/emerdiff_ros/config one."""
-    candidates = [Path(__file__).resolve().parents[2] / "config" / RIG_FILE,
-                  Path(sys.prefix) / "share" / "emerdiff_ros" / "config" / RIG_FILE]
+    def sensor(self, sensor_id: str) -> SensorSpec:
+        found = next((s for s in self.sensors if s.id == sensor_id), None)
+        if found is None:
+            raise RigError(f"the rig has no sensor {sensor_id!r} (it has {', '.join(s.id for s in self.sensors)})")
+        return found
+
+
+def rig_file_candidates() -> list[Path]:
+    """Where the rig file is looked for, first found wins: this checkout's config/, the ament index's share
+    (a colcon workspace), then this Python's share (a pip install, possibly stale beside a workspace)."""
+    candidates = [Path(__file__).resolve().parents[1] / "config" / RIG_FILE]
     try:
         from ament_index_python.packages import get_package_share_directory
 
         candidates.append(Path(get_package_share_directory("emerdiff_ros")) / "config" / RIG_FILE)
-    except Exception:  # no ament index, or the package is not in it: the other places remain
+    except (ImportError, LookupError, OSError):  # no ament index, or the package is not in it
         pass
+    return candidates + [Path(sys.prefix) / "share" / "emerdiff_ros" / "config" / RIG_FILE]
+
+
+def default_rig_file() -> Path:
+    candidates = rig_file_candidates()
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 
@@ -155,3 +184,9 @@ def sensor_topics(rig: Rig, sensor: SensorSpec) -> dict[str, str]:
     if sensor.kind in ("camera", "semantic"):
         return {"camera_info": f"{base}/camera_info", "image": f"{base}/image"}
     return {"cloud": base}
+
+
+@functools.cache
+def default_rig() -> Rig:
+    """The shipped rig (config/carla_sensors.json): the defaults of poses, topics and frame ids come from it."""
+    return load_rig(default_rig_file())

@@ -1,0 +1,125 @@
+"""What carla.launch.py starts, worked out without the `launch` library (which CI does not have).
+
+The launch file only turns this plan into launch actions. Everything here comes from the rig file
+(sensor ids, topics, fields of view), the node's input table and its parameter specs, so none of it
+is written twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import yaml
+
+from ..engine.config import EmerDiffConfig, param_specs
+from ..rig import Rig, RigError, default_rig, sensor_topics
+from ..runtime.outputs import INPUTS
+from ..runtime.settings import StreamSettings
+
+
+class LaunchError(ValueError):
+    """A launch argument that cannot be used; the text says why."""
+
+
+# What each source's semantic camera sends: the bridge converts tags to its CARLA's (0.9.13) palette;
+# CARLA's own ROS 2 publishing sends the raw tags, numbered as since 0.9.14.
+SOURCES = {"bridge": {"ground_truth_format": "carla-palette", "carla_version": "0.9.13"},
+           "native": {"ground_truth_format": "carla-tags", "carla_version": "0.9.14"}}
+# Node parameters a launch argument of the same name overrides (empty: the params file's value).
+OVERRIDDEN = ("model", "device", "preset", "num_masks", "max_rate_hz", "image_transport", "qos_reliability",
+              "autostart", "shutdown_timeout")
+SIGTERM_MARGIN_S = 5.0  # after the node's own shutdown budget, before launch sends SIGTERM
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def launch_arguments(rig: Rig | None = None) -> dict[str, tuple[str, str]]:
+    """Launch argument -> (default, description), the sensors' defaults from the rig (params_file aside)."""
+    rig = rig or default_rig()
+    return {
+        "source": ("bridge", "who publishes CARLA's sensors: bridge (carla-ros-bridge) or native (CARLA >= 0.9.15 "
+                             "--ros2)"),
+        "role_name": (rig.role_name, "role name of CARLA's ego vehicle"),
+        "camera": (rig.first("camera").id, "id (role name) of the RGB camera in config/carla_sensors.json"),
+        "lidar": (rig.first("lidar").id, "id of the LiDAR"),
+        "radar": (rig.first("radar").id, "id of the radar"),
+        "ground_truth_camera": (rig.first("semantic").id, "id of the semantic camera, for live scoring"),
+        "live_scoring": ("true", "score every segmented frame against the semantic camera"),
+        "use_sim_time": ("true", "follow CARLA's /clock"),
+        "rviz": ("true", "start RViz with config/emerdiff.rviz, where rviz2 is installed"),
+        "namespace": ("", "namespace of the node (and of the topics RViz shows)"),
+        **{name: ("", f"node parameter {name} (default: the params file's)") for name in OVERRIDDEN},
+    }
+
+
+def override_types() -> dict[str, type]:
+    """Each overridable parameter's type, as the node declares it."""
+    specs = {spec.name: spec.type for cls in (EmerDiffConfig, StreamSettings) for spec in param_specs(cls)}
+    return {name: specs.get(name, str) for name in OVERRIDDEN}  # preset is a plain string parameter
+
+
+def is_true(text: str) -> bool:
+    return text.strip().lower() in TRUE
+
+
+def typed_overrides(arguments: dict[str, str]) -> dict:
+    """The parameter overrides given as launch arguments, typed as the node declares them."""
+    overrides = {}
+    for name, kind in override_types().items():
+        text = arguments.get(name, "")
+        if not text:
+            continue
+        try:
+            if kind is bool and text.strip().lower() not in TRUE + FALSE:
+                raise ValueError
+            overrides[name] = is_true(text) if kind is bool else kind(text)
+        except ValueError:
+            raise LaunchError(f"launch argument {name}:={text!r} is not a valid {kind.__name__}") from None
+    return overrides
+
+
+def source_parameters(arguments: dict[str, str], rig: Rig | None = None) -> dict:
+    """The parameters the source implies: live scoring's ground-truth encoding, and for CARLA's own ROS 2
+    publishing (whose camera_info is wrong) the camera's field of view from the rig."""
+    source = arguments["source"]
+    if source not in SOURCES:
+        raise LaunchError(f"launch argument source:={source!r} must be one of {', '.join(SOURCES)}")
+    parameters = dict(SOURCES[source]) if is_true(arguments["live_scoring"]) else {"ground_truth_format": ""}
+    if source == "native":
+        parameters["camera_fov"] = _sensor(rig or default_rig(), arguments["camera"]).fov
+    return parameters
+
+
+def remappings(arguments: dict[str, str], rig: Rig | None = None) -> list[tuple[str, str]]:
+    """Each of the node's inputs remapped to the rig sensor's topic, as the bridge names it."""
+    rig = replace(rig or default_rig(), role_name=arguments["role_name"])
+    camera = sensor_topics(rig, _sensor(rig, arguments["camera"]))
+    topics = {"image": camera["image"], "camera_info": camera["camera_info"],
+              "lidar": sensor_topics(rig, _sensor(rig, arguments["lidar"]))["cloud"],
+              "radar": sensor_topics(rig, _sensor(rig, arguments["radar"]))["cloud"],
+              "ground_truth": sensor_topics(rig, _sensor(rig, arguments["ground_truth_camera"]))["image"]}
+    return [(name, topics[name]) for name in INPUTS]
+
+
+def sigterm_timeout(overrides: dict, params_file: str) -> float:
+    """Seconds launch waits after Ctrl-C before SIGTERM: the node's shutdown budget and a margin."""
+    budget = overrides.get("shutdown_timeout", file_value(params_file, "shutdown_timeout",
+                                                          StreamSettings().shutdown_timeout))
+    return float(budget) + SIGTERM_MARGIN_S
+
+
+def file_value(params_file: str, name: str, default):
+    """A parameter's value in a params file (for any node name or /**), else default."""
+    with open(params_file) as f:
+        sections = yaml.safe_load(f) or {}
+    for section in sections.values():
+        value = (section or {}).get("ros__parameters", {}).get(name)
+        if value is not None:
+            return value
+    return default
+
+
+def _sensor(rig: Rig, sensor_id: str):
+    try:
+        return rig.sensor(sensor_id)
+    except RigError as exc:
+        raise LaunchError(f"{exc} in config/carla_sensors.json") from None
