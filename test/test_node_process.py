@@ -12,8 +12,9 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
 from emerdiff_ros.runtime.messages import stamp_ns
-from ros_harness import (FAST_PARAMS, answered, bgra_image, camera_info, node_arguments, node_process, node_subprocess,
-                         stamp)
+from ros_harness import (FAST_PARAMS, answered, bgra_image, camera_info, lidar_cloud, node_arguments, node_process,
+                         node_subprocess, stamp)
+from test_node_drive import LIDAR
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
@@ -64,6 +65,26 @@ def test_ctrl_c_twice_publishes_the_accepted_frame_and_exits_cleanly(carla_frame
     # the frame the node had accepted (in progress or waiting) came out before it exited
     assert stamp_ns(published[-1].header.stamp) == stamp_ns(stamp(9.0)), (
         [m.header.stamp.sec for m in published], output)
+
+
+def test_ctrl_c_finishes_the_accepted_frame_with_the_clouds_its_tick_still_sends(carla_frame):
+    # A frame of seconds on a CPU: Ctrl-C comes while it is segmented (diagnostics tell within 0.1 s that the
+    # node has it), its LiDAR after the Ctrl-C. The budget is generous: a busy machine must not fail this.
+    with node_process(resolution=256, diagnostics_period=0.1, shutdown_timeout=300.0) as (process, bridge):
+        received = int(bridge.latest_diagnostics()["frames_received"])
+        while int(bridge.latest_diagnostics(timeout=3)["frames_received"]) == received:
+            bridge.info.publish(camera_info(9.0))
+            bridge.image.publish(bgra_image(carla_frame, 9.0))
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            bridge.info.publish(camera_info(9.0))
+            bridge.lidar.publish(lidar_cloud(LIDAR, 9.0))
+            bridge.out["lidar/labeled"].wait(1, timeout=0.1)
+        output = process.stdout.read()
+        labeled = bridge.out["lidar/labeled"].wait(1, timeout=5)
+    assert process.returncode == 0, output
+    assert [stamp_ns(m.header.stamp) for m in labeled] == [stamp_ns(stamp(9.0))], output
 
 
 @pytest.mark.parametrize("argument, reason", [

@@ -62,9 +62,10 @@ def test_a_compressed_camera_stream_is_segmented_like_the_raw_one(tmp_path, carl
 
 
 def test_a_native_carla_bag_is_labelled_with_camera_fov_byte_for_byte_as_the_node_labels_it(tmp_path, carla_frame):
-    source = write_bag(tmp_path / "in", carla_frame, frames=2, native_info=True)
-    assert main(["bag", str(source), str(tmp_path / "no_fov"), *FAST]) == 0
+    one_frame = write_bag(tmp_path / "one", carla_frame, frames=1, native_info=True)
+    assert main(["bag", str(one_frame), str(tmp_path / "no_fov"), *FAST]) == 0
     assert not read_back(tmp_path / "no_fov")["/emerdiff/lidar/labeled"]  # CARLA's camera_info has no intrinsics
+    source = write_bag(tmp_path / "in", carla_frame, frames=2, native_info=True)
     assert main(["bag", str(source), str(tmp_path / "out"), "--camera-fov", "90", *FAST]) == 0
     offline = read_back(tmp_path / "out")
     labels = np.frombuffer(bytes(offline["/emerdiff/labels"][0].data), np.uint8).reshape(600, 800)
