@@ -85,5 +85,7 @@ def point_labels(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel
     pixels, inside = project(points, to_optical, camera)
     out = np.full(len(points), NO_LABEL, dtype=np.uint16)
     hit = labels[pixels[inside, 1], pixels[inside, 0]]
-    out[inside] = np.where(unlabelled(hit), NO_LABEL, hit)
+    values = hit.astype(np.uint16)
+    values[unlabelled(hit)] = NO_LABEL  # a uint8 image's 255 is no label too, not cluster 255
+    out[inside] = values
     return out
