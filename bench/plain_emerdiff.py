@@ -86,5 +86,12 @@ def plain_emerdiff(segmenter, frame, grid, ids):
                 x = schedule.reverse_mean(out, x, i) + noise[s]
             latents.append(x[0])
             pair.append(vae.decode(x / vae.config.scaling_factor).sample.float())
-        maps.append(gaussian_blur(pair[0] - pair[1], cfg.blur_sigma).norm(dim=1)[0])
+        maps.append(difference_map(pair[0], pair[1], cfg))
     return reconstruction, torch.stack(latents), torch.stack(maps)
+
+
+def difference_map(plus, minus, cfg):
+    """||I(+lambda) - I(-lambda)|| per pixel, with the Gaussian filter on that map or on the RGB difference."""
+    if cfg.blur_target == "images":
+        return gaussian_blur(plus - minus, cfg.blur_sigma).norm(dim=1)[0]
+    return gaussian_blur((plus - minus).norm(dim=1, keepdim=True), cfg.blur_sigma)[0, 0]

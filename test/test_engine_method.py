@@ -6,13 +6,15 @@ import torch
 
 from emerdiff_ros.engine import FrameStats, LowResMasks
 from emerdiff_ros.engine.attention import SharedAttention
-from emerdiff_ros.engine.config import MODULATION_POINTS
+from emerdiff_ros.engine.config import BLUR_TARGETS, MODULATION_POINTS
+from emerdiff_ros.engine.imaging import difference_map, no_label
 from plain_emerdiff import plain_emerdiff
 
 
 @pytest.mark.parametrize("point", MODULATION_POINTS)
-def test_batched_path_matches_plain_one_mask_at_a_time(segmenter, cshenron_frame, point):
-    segmenter = segmenter.with_config(modulation_point=point)
+@pytest.mark.parametrize("blur_target", BLUR_TARGETS)
+def test_batched_path_matches_plain_one_mask_at_a_time(segmenter, cshenron_frame, point, blur_target):
+    segmenter = segmenter.with_config(modulation_point=point, blur_target=blur_target)
     frame = segmenter.encode(cshenron_frame)
     masks = segmenter.cluster(segmenter.features(frame))
     ids = masks.present()
@@ -33,6 +35,21 @@ def test_batched_path_matches_plain_one_mask_at_a_time(segmenter, cshenron_frame
     plain_labels = torch.nn.functional.interpolate(plain_maps[None], size=labels.shape, mode="bilinear",
                                                    align_corners=False)[0].argmax(0).numpy()
     assert (labels == ids[plain_labels]).mean() > 0.999
+
+
+@pytest.mark.parametrize("target, sign", [("difference_map", 1.0), ("images", -1.0)])
+def test_the_blur_filters_the_difference_map_or_the_rgb_difference(target, sign):
+    # Opposite colour changes in two neighbouring pixels: (+1, -1, 0) at (4, 4), (-1, +1, 0) at (4, 5).
+    # The map d is sqrt 2 at both, so its filtered value at (4, 4) is sqrt 2 k0 (k0 + k1); filtering the
+    # RGB difference first lets the two pixels cancel: sqrt 2 k0 (k0 - k1). k: the 7-tap kernel of sigma 0.8.
+    plus = torch.zeros(1, 3, 9, 9)
+    plus[0, :2, 4, 4] = torch.tensor([1.0, -1.0])
+    plus[0, :2, 4, 5] = torch.tensor([-1.0, 1.0])
+    taps = torch.exp(-0.5 * (torch.arange(-3.0, 4.0) / 0.8) ** 2)
+    k0, k1 = taps[3] / taps.sum(), taps[4] / taps.sum()
+    maps = difference_map(plus, torch.zeros_like(plus), 0.8, target)
+    assert maps.shape == (1, 9, 9)
+    torch.testing.assert_close(maps[0, 4, 4], 2**0.5 * k0 * (k0 + sign * k1))
 
 
 def test_chunked_batches_give_the_same_latents(segmenter, cshenron_frame):
@@ -126,3 +143,26 @@ def test_injection_off_still_runs_and_differs(segmenter, cshenron_frame):
     free = segmenter.with_config(attention_injection=False).modulated_latents(frame, masks.grid, masks.present())
     assert free.shape == injected.shape
     assert not torch.allclose(free, injected, atol=1e-4)
+
+
+@pytest.mark.parametrize("resolution", [64, 128])
+@pytest.mark.parametrize("method", ["emerdiff", "lowres"])
+def test_center_crop_labels_the_central_square_and_nothing_else(segmenter, cshenron_frame, resolution, method):
+    # The CARLA study's input: columns 384:640 of a 1024 x 256 frame, resized to resolution x resolution.
+    seg = segmenter.with_config(processing="center_crop", resolution=resolution)
+    result = seg.segment(cshenron_frame, method=method)
+    labels = result.labels
+    assert labels.shape == (256, 1024) and labels.dtype == np.uint8
+    assert result.stats.processing_size == (resolution, resolution)
+    outside = np.ones(labels.shape, dtype=bool)
+    outside[:, 384:640] = False
+    assert (labels[outside] == no_label(np.uint8)).all()
+    assert labels[~outside].max() < seg.config.num_masks
+    assert len(np.unique(labels[~outside])) > 1
+
+
+def test_center_crop_sees_only_the_crop(segmenter, cshenron_frame):
+    # The same square given alone, as a 256 x 256 image, gives the same labels inside the crop.
+    seg = segmenter.with_config(processing="center_crop")
+    square = np.ascontiguousarray(cshenron_frame[:, 384:640])
+    np.testing.assert_array_equal(seg.segment(cshenron_frame).labels[:, 384:640], seg.segment(square).labels)

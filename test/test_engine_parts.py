@@ -17,13 +17,15 @@ def test_paper_defaults_and_carla_preset():
     paper = EmerDiffConfig()
     assert (paper.num_masks, paper.modulation_lambda, paper.modulation_timestep, paper.num_inference_steps) == (
         25, 10.0, 281, 50)
-    assert paper.modulation_point == "before_projection"  # the paper's f(attention + c M)
     carla = EmerDiffConfig.from_preset("carla")
     assert carla.num_masks == 15
     assert EmerDiffConfig.from_preset("carla", num_masks=12).num_masks == 12
     for preset in ("paper", "carla"):  # the paper's checkpoint, and driving frames keep their aspect ratio
         config = EmerDiffConfig.from_preset(preset)
         assert config.model == "CompVis/stable-diffusion-v1-4" and config.processing == "keep_aspect"
+        # The paper's Sec. 3.3: f(attention) + c M, and the Gaussian filter on the difference map.
+        assert (config.modulation_point, config.blur_target) == ("after_projection", "difference_map")
+    assert (paper.modulation_point, paper.blur_target) == ("after_projection", "difference_map")
     sd21 = EmerDiffConfig.from_preset("carla", model="stabilityai/stable-diffusion-2-1-base")
     assert sd21.model == "stabilityai/stable-diffusion-2-1-base" and sd21.num_masks == 15
 
@@ -36,8 +38,9 @@ def test_paper_defaults_and_carla_preset():
     ({"num_masks": 2.5}, "num_masks must be int"),
     ({"attention_injection": 1}, "attention_injection must be bool"),
     ({"model": ""}, "model must not be empty"),
-    ({"modulation_point": "inside"}, "modulation_point must be one of before_projection, after_projection"),
-    ({"processing": "crop"}, "processing must be one of keep_aspect, square"),
+    ({"modulation_point": "inside"}, "modulation_point must be one of after_projection, before_projection"),
+    ({"processing": "crop"}, "processing must be one of keep_aspect, square, center_crop"),
+    ({"blur_target": "latents"}, "blur_target must be one of difference_map, images"),
 ])
 def test_invalid_values_are_rejected_with_the_reason(changes, message):
     with pytest.raises(ValueError, match=message):

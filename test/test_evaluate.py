@@ -47,12 +47,23 @@ def test_ignored_values_do_not_count():
 
 def test_sixteen_bit_predictions_are_compacted_not_huge():
     gt = np.array([[1, 1, 2, 2, 3, 3]], np.uint8)
-    pred = np.array([[65535, 65535, 40000, 40000, 0, 0]], np.uint16)
+    pred = np.array([[65534, 65534, 40000, 40000, 0, 0]], np.uint16)
     table = scoring.confusion(pred, ABC.decode(gt), 3)
-    assert table.counts.shape == (3, 3) and table.clusters.tolist() == [0, 40000, 65535]
-    assert frame_scores(pred, gt).matching == {65535: "a", 40000: "b", 0: "c"}
+    assert table.counts.shape == (3, 3) and table.clusters.tolist() == [0, 40000, 65534]
+    assert frame_scores(pred, gt).matching == {65534: "a", 40000: "b", 0: "c"}
     with pytest.raises(ScoringError, match="0-65535"):
         frame_scores(np.array([[-1, 0, 0, 0, 0, 0]]), gt)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pixels_without_a_label_are_left_out_and_counted(dtype):
+    # The no-label value is the label dtype's maximum: 255 in uint8 labels, 65535 in uint16 ones.
+    missing = np.iinfo(dtype).max
+    drive = RunningScore(ABC)
+    result = drive.add(np.array([[0, 0, 1, missing, missing, missing]], dtype), ABC.decode(
+        np.array([[1, 1, 2, 2, 3, 0]], np.uint8)))  # the last pixel is an ignored value anyway
+    assert result.iou == {"a": 1.0, "b": 1.0} and result.pixels == 3
+    assert drive.unlabelled_pixels == 2  # the two the ground truth would have scored
 
 
 def test_three_protocols_known_answers():
@@ -298,6 +309,29 @@ def test_running_score_gives_exactly_evals_numbers(tmp_path):
         assert report["protocols"][name]["miou"] == p.miou and report["protocols"][name]["iou"] == p.iou
     assert report["protocols"]["whole-set"]["miou"] == drive.total().miou
     assert report["headline"] == "per-image" and report["miou"] == drive.protocols()["per-image"].miou
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_center_crop_labels_score_only_the_crop(tmp_path, capsys, dtype):
+    # Labels as processing center_crop gives them for a 1024 x 256 frame: cluster ids in columns 384:640,
+    # the no-label value around. Scored, they give exactly the numbers of the crop scored alone.
+    rng = np.random.default_rng(0)
+    tags = rng.choice([1, 2, 11, 14], size=(256, 1024)).astype(np.uint8)
+    labels = np.full((256, 1024), np.iinfo(dtype).max, dtype)
+    labels[:, 384:640] = (tags[:, 384:640] // 4 + rng.integers(0, 2, size=(256, 256))).astype(dtype)
+    for which in ("full", "crop"):
+        (tmp_path / which).mkdir()
+    write_pair(tmp_path / "full", "f", labels, tags_image(tags))
+    write_pair(tmp_path / "crop", "f", np.ascontiguousarray(labels[:, 384:640]), tags_image(tags[:, 384:640]))
+    for which in ("full", "crop"):
+        assert main(eval_args(tmp_path / which, "--out", str(tmp_path / which / "report"))) == 0
+    lines = capsys.readouterr().out.splitlines()
+    full, crop = (json.loads((tmp_path / w / "report" / "scores.json").read_text()) for w in ("full", "crop"))
+    assert full["per_image"] == crop["per_image"] and full["protocols"] == crop["protocols"]
+    assert full["class_pixels"] == crop["class_pixels"]
+    assert (full["unlabelled_pixels"], crop["unlabelled_pixels"]) == (256 * 768, 0)
+    assert ("left out: 196608 pixels without a label (the no-label value, e.g. outside a center_crop), "
+            "75.0% of the pixels the ground truth scores") in lines
 
 
 def test_missing_predictions_are_an_error_or_skipped(tmp_path, capsys):

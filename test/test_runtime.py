@@ -215,6 +215,14 @@ def test_tracker_recovers_permuted_clusters_and_gives_new_ones_new_ids():
     np.testing.assert_array_equal(LabelTracker.relabel(labels, fewer, np.uint8), [[2, 4], [4, 2]])
 
 
+def test_relabelling_keeps_pixels_without_a_label_unlabelled():
+    # uint8 frame labels with 255 (no label, outside a center_crop), stable ids that need uint16.
+    labels = np.array([[0, 1, 255], [255, 1, 0]], np.uint8)
+    relabelled = LabelTracker.relabel(labels, np.array([300, 7]), np.uint16)
+    np.testing.assert_array_equal(relabelled, [[300, 7, 65535], [65535, 7, 300]])
+    assert relabelled.dtype == np.uint16
+
+
 def packed_cloud(values: np.ndarray, names: str = "xyz") -> Cloud:
     fields = tuple(CloudField(n, 4 * i, FLOAT32) for i, n in enumerate(names))
     data = values.astype(np.float32).tobytes()
@@ -286,6 +294,11 @@ def test_projection_follows_the_bridge_conventions():
     assert point_labels(point, to_optical, camera, labels)[0] == labels[int(v), int(u)]
     behind = np.array([[-5.0, 0, 0], [2.0, 0.0, 0.4], [np.nan, 0, 0], [12.0, 100.0, 0.0]])
     assert list(point_labels(behind, to_optical, camera, labels)) == [NO_LABEL] * 4
+    # a point on a pixel without a label (outside a center_crop) has none either, in uint8 and uint16 labels
+    for dtype in (np.uint8, np.uint16):
+        unlabelled = np.zeros((600, 800), dtype)
+        unlabelled[int(v), int(u)] = np.iinfo(dtype).max
+        assert point_labels(point, to_optical, camera, unlabelled)[0] == NO_LABEL == 65535
     # a label image at half size: intrinsics scale with it
     small = labels[::2, ::2]
     assert point_labels(point, to_optical, camera, small)[0] == small[int(v / 2), int(u / 2)]
@@ -308,3 +321,10 @@ def test_palette_and_overlay():
     np.testing.assert_array_equal(overlay(image, labels, alpha=0.0), image)
     with pytest.raises(ValueError):
         overlay(image, labels[:1])
+    # Pixels without a label (255 in uint8 labels) stay uncoloured: black, and the image itself in the overlay.
+    grey = np.full((2, 2, 3), 90, np.uint8)
+    partly = np.array([[0, 255], [255, 3]], np.uint8)
+    np.testing.assert_array_equal(colourise(partly)[0, 1], [0, 0, 0])
+    blended = overlay(grey, partly)
+    np.testing.assert_array_equal(blended[0, 1], grey[0, 1])
+    np.testing.assert_array_equal(blended[1, 1], overlay(grey, labels)[1, 1])

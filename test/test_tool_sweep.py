@@ -7,7 +7,7 @@ import pytest
 
 from emerdiff_ros.cli import main
 from emerdiff_ros.engine import Segmenter
-from emerdiff_ros.scoring import ground_truth_format
+from emerdiff_ros.scoring import confusion, ground_truth_format, match
 from emerdiff_ros.tools.samples import sample_dir
 from emerdiff_ros.tools.sweep import run_sweep, settings
 from test_evaluate import SHARED
@@ -55,22 +55,44 @@ def test_features_once_and_kmeans_once_per_k(segmenter, carla_frame, monkeypatch
 def test_categorical_choices_reuse_what_they_do_not_change(segmenter, cshenron_frame, monkeypatch):
     calls = count_calls(monkeypatch, ("encode", "features", "cluster", "refine"))
     gt = two_class_gt(cshenron_frame.shape, 128)
-    points = run_sweep(segmenter, cshenron_frame, {"processing": ["keep_aspect", "square"],
-                                                   "modulation_point": ["before_projection", "after_projection"],
+    points = run_sweep(segmenter, cshenron_frame, {"processing": ["keep_aspect", "square", "center_crop"],
+                                                   "modulation_point": ["after_projection", "before_projection"],
+                                                   "blur_target": ["difference_map", "images"],
                                                    "attention_injection": [True, False]},
                        gt=gt, gt_format=CARLA_08)
-    # The 1024 x 256 frame is 1024 x 256 or 128 x 128 to the model: two encodings, features and k-means.
-    # The point and injection reuse the preset's frame and masks; three of the six settings are the
-    # preset itself and run once.
-    assert calls == {"encode": 2, "features": 2, "cluster": 2, "refine": 4}
+    # The 1024 x 256 frame is 1024 x 256, 128 x 128 squeezed, or its central 256 x 256 square at 128 x 128 to
+    # the model: three encodings, features and k-means. The point, the blur and injection reuse the preset's
+    # frame and masks; four of the nine settings are the preset itself and run once.
+    assert calls == {"encode": 3, "features": 3, "cluster": 3, "refine": 6}
     preset = [p for p in points if p.setting in ({"processing": "keep_aspect"}, {"attention_injection": True},
-                                                 {"modulation_point": "before_projection"})]
-    assert len(preset) == 3 and all(p.labels is preset[0].labels for p in preset)
+                                                 {"modulation_point": "after_projection"},
+                                                 {"blur_target": "difference_map"})]
+    assert len(preset) == 4 and all(p.labels is preset[0].labels for p in preset)
     assert all(p.labels.shape == gt.shape and 0 <= p.miou <= 100 for p in points)
     by_setting = {tuple(p.setting.items())[0]: p.labels for p in points}
-    for choice in (("processing", "square"), ("modulation_point", "after_projection"),
-                   ("attention_injection", False)):
+    for choice in (("processing", "square"), ("modulation_point", "before_projection"),
+                   ("blur_target", "images"), ("attention_injection", False)):
         assert (by_setting[choice] != preset[0].labels).mean() > 0.01, choice
+    # center_crop labels only columns 384:640; its mIoU scores those pixels alone.
+    cropped = next(p for p in points if p.setting == {"processing": "center_crop"})
+    assert (cropped.labels[:, :384] == 255).all() and (cropped.labels[:, 640:] == 255).all()
+    inside = cropped.labels[:, 384:640]
+    alone = match(confusion(inside, gt[:, 384:640], len(CARLA_08.classes)), CARLA_08.classes).scores.miou
+    assert cropped.miou == pytest.approx(100 * alone)
+
+
+def test_the_command_sweeps_the_papers_choices_one_at_a_time(tmp_path, capsys):
+    out = tmp_path / "choices"
+    image = str(sample_dir() / "cshenron_000000.png")
+    assert main(["sweep", image, "--out", str(out), "--blur-target", "difference_map", "images",
+                 "--modulation-point", "after_projection", "before_projection",
+                 "--processing", "keep_aspect", "square", "center_crop", *FAST]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:8]] == [
+        ["point", "after_projection"], ["point", "before_projection"], ["blur", "difference_map"],
+        ["blur", "images"], ["processing", "keep_aspect"], ["processing", "square"], ["processing", "center_crop"]]
+    report = json.loads((out / "sweep.json").read_text())
+    assert len(report["points"]) == 7 and (out / "sweep_overlays.png").stat().st_size > 10_000
 
 
 def test_grid_runs_every_combination():

@@ -16,20 +16,25 @@ from .errors import ConfigError
 
 # diffusers names of the attention layers the paper refers to (SD 1.x/2.x block layout).
 FEATURE_LAYER = "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
-# The paper does not say which of the three cross-attention layers of the 16x16 up block it
-# perturbs. The only public re-implementation (the CARLA study) perturbs the last one, so we do
-# too and keep it configurable.
+# The paper's appendix compares perturbing each of the three cross-attention layers of the 16x16 up
+# block. We perturb the last one, as the only public re-implementation (the CARLA study's code) does,
+# and keep it configurable.
 MODULATION_LAYER = "up_blocks.1.attentions.2.transformer_blocks.0.attn2"
 
 # The paper's model (the paper summary in our sources and the CARLA study both name it).
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 SD21_BASE_MODEL = "stabilityai/stable-diffusion-2-1-base"  # also works: one --model away
-# Where the offset c M_k joins the modulated layer. The paper writes f(softmax(QK^T / sqrt(d)) V + c M):
-# before the output projection f, so the channels see c W_o 1. The CARLA study's code adds it after
-# to_out: all ones across channels, which the next LayerNorm removes on the feed-forward path.
-MODULATION_POINTS = ("before_projection", "after_projection")
-# keep_aspect suits wide driving frames; square is the paper's setting (inputs stretched to 512x512).
-PROCESSING_MODES = ("keep_aspect", "square")
+# Where the offset c M_k joins the modulated layer. The paper's equation (Sec. 3.3) is
+# f(softmax(QK^T / sqrt(d)) V) + c M: after the output projection f (to_out), c on every channel, as the
+# CARLA study's code does too. Its appendix (Fig. 14) ablates f(softmax(QK^T / sqrt(d)) V + c M), the
+# form the CARLA study's report writes: before f, so the channels see c W_o 1.
+MODULATION_POINTS = ("after_projection", "before_projection")
+# keep_aspect suits wide driving frames; square stretches to resolution x resolution (the paper's 512x512
+# photos); center_crop takes the largest centred square, as the CARLA study's code does.
+PROCESSING_MODES = ("keep_aspect", "square", "center_crop")
+# What the Gaussian filter smooths: the paper's difference map d = ||I(-lambda) - I(+lambda)||, or the
+# signed RGB difference of the two images before the norm.
+BLUR_TARGETS = ("difference_map", "images")
 
 
 def param(default: Any, description: str, *, low=None, high=None, choices=None, name=None, length=None,
@@ -82,23 +87,30 @@ class EmerDiffConfig:
     feature_layer: str = param(FEATURE_LAYER, "attention layer whose to_q output is clustered")
     modulation_layer: str = param(MODULATION_LAYER, "attention layer whose output is modulated")
     modulation_point: str = param(
-        "before_projection",
-        "where the offset joins the modulated layer: before its output projection (the paper's equation) "
-        "or after it (the CARLA study's code)",
+        "after_projection",
+        "where the offset joins the modulated layer: after its output projection (the paper's equation, "
+        "Sec. 3.3) or before it (the alternative its Fig. 14 ablates)",
         choices=MODULATION_POINTS,
     )
     attention_injection: bool = param(
         True, "fix every attention map to the unmodulated reconstruction's during modulated denoising"
     )
     blur_sigma: float = param(0.8, "Gaussian blur (pixels) of the decoded differences; 0 disables", low=0.0, high=20.0)
+    blur_target: str = param(
+        "difference_map",
+        "what the blur smooths: the difference map ||I(-lambda) - I(+lambda)|| (the paper's) or the signed "
+        "RGB difference of the two images before the norm",
+        choices=BLUR_TARGETS,
+    )
     resolution: int = param(
-        512, "processing size: about resolution^2 pixels (keep_aspect) or resolution x resolution (square), "
-        "sides multiples of 64", low=64, high=2048,
+        512, "processing size: about resolution^2 pixels (keep_aspect) or resolution x resolution (square, "
+        "center_crop), sides multiples of 64", low=64, high=2048,
     )
     processing: str = param(
         "keep_aspect",
         "how the image is resized for the model: keep_aspect keeps its aspect ratio; square stretches it to "
-        "resolution x resolution, as the paper did",
+        "resolution x resolution; center_crop resizes its largest centred square to that (the CARLA study's "
+        "input), pixels outside get no label",
         choices=PROCESSING_MODES,
     )
     kmeans_restarts: int = param(10, "k-means++ restarts; the best inertia wins", low=1, high=1000)
@@ -139,9 +151,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # A CARLA driving-scene study found K = 10-15 best; fewer clusters also means fewer samples.
     # What that K rests on: the study's runs never applied attention injection (a flag bug in its
-    # code), used SD v1.4 and centre crops stretched to 512x512, and added the offset after the
-    # output projection. This preset keeps the defaults for all of those (injection on, the paper's
-    # modulation point, keep_aspect); `emerdiff sweep` re-decides K and them on a user's GPU.
+    # code), used SD v1.4 in float32, read the features at t = 0, segmented the central 256x256 square of
+    # each 1024x256 frame upscaled 2x to 512x512 (processing center_crop), and added the offset after
+    # the output projection (the paper's equation, our default). This preset keeps our defaults for the
+    # rest (injection on, t_f = 1, keep_aspect); `emerdiff sweep` re-decides K and them on a user's GPU.
     "carla": {"num_masks": 15},
 }
 

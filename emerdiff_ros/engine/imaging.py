@@ -29,16 +29,30 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+def crop_box(width: int, height: int, processing: str) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the part of the input the model sees.
+
+    center_crop: the largest centred square (columns 384:640 of a 1024x256 frame, the CARLA study's
+    input); the other modes see the whole image.
+    """
+    if processing != "center_crop":
+        return 0, 0, width, height
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
 def processing_size(width: int, height: int, resolution: int, processing: str) -> tuple[int, int]:
     """(width, height) the model sees, sides multiples of 64.
 
     keep_aspect: about resolution^2 pixels in the input's aspect ratio. square: resolution x resolution
-    whatever the input's shape (the image is stretched, as in the paper).
+    whatever the input's shape (the image is stretched). center_crop: resolution x resolution from the
+    crop_box square.
     """
-    if processing == "square":
+    if processing in ("square", "center_crop"):
         width = height = resolution
     elif processing != "keep_aspect":
-        raise ValueError(f"processing must be keep_aspect or square, got {processing!r}")
+        raise ValueError(f"processing must be keep_aspect, square or center_crop, got {processing!r}")
     scale = resolution / math.sqrt(width * height)
 
     def side(x: int) -> int:
@@ -71,11 +85,37 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
+def difference_map(plus: torch.Tensor, minus: torch.Tensor, sigma: float, target: str) -> torch.Tensor:
+    """(N, H, W) d = ||I(+lambda) - I(-lambda)|| per pixel of (N, 3, H, W) image pairs, Gaussian-filtered.
+
+    target difference_map filters d itself (the paper's); images filters the signed RGB difference
+    before the norm, which is what blurring both images would give.
+    """
+    difference = plus - minus
+    if target == "images":
+        return gaussian_blur(difference, sigma).norm(dim=1)
+    if target != "difference_map":
+        raise ValueError(f"blur target must be difference_map or images, got {target!r}")
+    return gaussian_blur(difference.norm(dim=1, keepdim=True), sigma)[:, 0]
+
+
 def label_dtype(num_masks: int) -> np.dtype:
-    """uint8 while every label and the reserved no-label value (the dtype's maximum) fit."""
+    """uint8 while every cluster id (0 to K - 1) stays below the reserved no-label value 255, else uint16."""
     return np.dtype(np.uint8) if num_masks <= 255 else np.dtype(np.uint16)
 
 
 def no_label(dtype: np.dtype) -> int:
-    """The value that marks 'no label' (for example a LiDAR point outside the image)."""
+    """The one 'no label' value: the maximum of the label dtype, 255 in uint8 and 65535 in uint16 labels.
+
+    Pixels outside a center_crop carry it, and so does a LiDAR or radar point (uint16 labels) that lands
+    outside the image or on such a pixel. Cluster ids never reach it (label_dtype; K is at most 4096).
+    """
     return int(np.iinfo(dtype).max)
+
+
+def unlabelled(labels: np.ndarray) -> np.ndarray:
+    """Where a label image holds the no-label value; nowhere for signed or boolean labels, which have none."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind != "u":
+        return np.zeros(labels.shape, dtype=bool)
+    return labels == no_label(labels.dtype)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .attention import QueryCapture, SharedAttention, StopForward, attention_layer_names, attention_processors, layer_grid
 from .config import EmerDiffConfig
 from .errors import ConfigError
-from .imaging import as_rgb, gaussian_blur, label_dtype, processing_size, to_model_input
+from .imaging import as_rgb, crop_box, difference_map, label_dtype, no_label, processing_size, to_model_input
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
 from .models import DiffusionModel, load_model
 from .schedule import InversionSchedule
@@ -46,7 +46,7 @@ class EncodedFrame:
 
 @dataclass
 class Segmentation:
-    labels: np.ndarray  # (H, W) at the input size: uint8, or uint16 when K > 255
+    labels: np.ndarray  # (H, W) at the input size: uint8, or uint16 when K > 255; no_label() outside a crop
     masks: LowResMasks  # the low-resolution masks and their centres
     stats: FrameStats
     smoke_note: str | None  # set when the model has random weights
@@ -97,9 +97,10 @@ class Segmenter:
         rgb = as_rgb(image)
         height, width = rgb.shape[:2]
         size = processing_size(width, height, self.config.resolution, self.config.processing)
+        left, top, right, bottom = crop_box(width, height, self.config.processing)
         vae = self.model.vae
         with stats.stage("encode"):
-            pixels = to_model_input(rgb, size, self.model.device, self.model.dtype)
+            pixels = to_model_input(rgb[top:bottom, left:right], size, self.model.device, self.model.dtype)
             latent = vae.encode(pixels).latent_dist.mean.float() * vae.config.scaling_factor
         stats.vae_encodes += 1
         stats.processing_size = size
@@ -137,8 +138,8 @@ class Segmenter:
         latents = self.modulated_latents(frame, masks.grid, ids, stats)
         differences = self.difference_maps(latents, stats)
         with stats.stage("labels"):
-            winner = _argmax_upsampled(differences, frame.image_size).cpu().numpy()
-            labels = ids[winner].astype(label_dtype(masks.num_masks))
+            winner = _argmax_upsampled(differences, self._crop_size(frame)).cpu().numpy()
+            labels = self._at_input_size(ids[winner].astype(label_dtype(masks.num_masks)), frame)
         return labels
 
     def lowres(self, frame: EncodedFrame, masks: LowResMasks, stats: FrameStats | None = None) -> np.ndarray:
@@ -149,8 +150,8 @@ class Segmenter:
         with stats.stage("labels"):
             cells = torch.as_tensor(masks.grid, device=frame.latent.device)
             maps = (cells[None] == torch.as_tensor(ids, device=cells.device)[:, None, None]).float()
-            winner = _argmax_upsampled(maps, frame.image_size).cpu().numpy()
-        return ids[winner].astype(label_dtype(masks.num_masks))
+            winner = _argmax_upsampled(maps, self._crop_size(frame)).cpu().numpy()
+        return self._at_input_size(ids[winner].astype(label_dtype(masks.num_masks)), frame)
 
     def inverted_latents(self, frame: EncodedFrame) -> tuple[int, torch.Tensor]:
         """(index of t_m in the schedule, independent x_t for the steps from t_m on)."""
@@ -236,8 +237,24 @@ class Segmenter:
     def _decode_pairs(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.model.vae
         images = vae.decode((latents / vae.config.scaling_factor).to(self.model.dtype)).sample.float()
-        difference = gaussian_blur(images[0::2] - images[1::2], self.config.blur_sigma)
-        return difference.norm(dim=1)
+        return difference_map(images[0::2], images[1::2], self.config.blur_sigma, self.config.blur_target)
+
+    def _crop_box(self, frame: EncodedFrame) -> tuple[int, int, int, int]:
+        return crop_box(*frame.image_size, self.config.processing)
+
+    def _crop_size(self, frame: EncodedFrame) -> tuple[int, int]:
+        left, top, right, bottom = self._crop_box(frame)
+        return right - left, bottom - top
+
+    def _at_input_size(self, labels: np.ndarray, frame: EncodedFrame) -> np.ndarray:
+        """The crop's labels in place in an input-sized label image, no label around them."""
+        if self._crop_size(frame) == frame.image_size:
+            return labels
+        left, top, right, bottom = self._crop_box(frame)
+        width, height = frame.image_size
+        full = np.full((height, width), no_label(labels.dtype), dtype=labels.dtype)
+        full[top:bottom, left:right] = labels
+        return full
 
     def _adaptive(self, attr: str, floor: int, run: Callable[[int], T]) -> T:
         """run(limit) with the batch limit self.<attr>, halved after each CUDA out-of-memory error."""

@@ -10,13 +10,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..engine.imaging import no_label
+
 # sensor_msgs/PointField datatypes
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
 NUMPY_TYPES = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4",
                FLOAT64: "f8"}
 LABEL_FIELD = "label"
 LABEL_DATATYPE = UINT16
-NO_LABEL = 65535  # a point outside the image, behind the camera, or with a NaN coordinate
+# A point outside the image or the labelled crop, behind the camera, or with a NaN coordinate.
+NO_LABEL = no_label(np.dtype(NUMPY_TYPES[LABEL_DATATYPE]))
 
 
 class CloudError(ValueError):

@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..engine.imaging import unlabelled
+
 OVERLAY_ALPHA = 0.5
 
 
@@ -26,13 +28,18 @@ def palette(size: int) -> np.ndarray:
 
 
 def colourise(labels: np.ndarray) -> np.ndarray:
-    """H x W x 3 uint8 colour image of a label image."""
-    return palette(int(np.iinfo(labels.dtype).max) + 1 if labels.dtype.itemsize == 1 else 65536)[labels]
+    """H x W x 3 uint8 colour image of a label image; black where there is no label."""
+    colours = palette(int(np.iinfo(labels.dtype).max) + 1 if labels.dtype.itemsize == 1 else 65536)[labels]
+    colours[unlabelled(labels)] = 0
+    return colours
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """RGB image blended with the label colours."""
+    """RGB image blended with the label colours; pixels without a label keep the image's colour."""
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     blend = (1.0 - alpha) * image[:, :, :3].astype(np.float32) + alpha * colourise(labels).astype(np.float32)
-    return blend.round().astype(np.uint8)
+    out = blend.round().astype(np.uint8)
+    missing = unlabelled(labels)
+    out[missing] = image[:, :, :3][missing]
+    return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.imaging import unlabelled
 from .clouds import NO_LABEL
 
 # optical = BODY_TO_OPTICAL @ body: x_o = -y_b, y_o = -z_b, z_o = x_b
@@ -78,9 +79,13 @@ def project(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel) -> 
 
 
 def point_labels(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel, labels: np.ndarray) -> np.ndarray:
-    """uint16 label of each (N, 3) point from the label image it projects into; NO_LABEL where none."""
+    """uint16 label of each (N, 3) point from the label image it projects into; NO_LABEL where none, also
+    on the label image's no-label pixels (outside a center_crop)."""
     camera = camera.resized(labels.shape[1], labels.shape[0])
     pixels, inside = project(points, to_optical, camera)
     out = np.full(len(points), NO_LABEL, dtype=np.uint16)
-    out[inside] = labels[pixels[inside, 1], pixels[inside, 0]]
+    hit = labels[pixels[inside, 1], pixels[inside, 0]]
+    values = hit.astype(np.uint16)
+    values[unlabelled(hit)] = NO_LABEL  # a uint8 image's 255 is no label too, not cluster 255
+    out[inside] = values
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..engine.imaging import no_label, unlabelled
+
 
 class LabelTracker:
     """Assigns every cluster of a frame a stable id.
@@ -57,5 +59,10 @@ class LabelTracker:
 
     @staticmethod
     def relabel(labels: np.ndarray, ids: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """The label image with every cluster id replaced by its stable id."""
-        return ids.astype(dtype)[labels]
+        """The label image with every cluster id replaced by its stable id; no-label pixels keep no label."""
+        missing = unlabelled(labels)
+        if not missing.any():
+            return ids.astype(dtype)[labels]
+        out = np.full(labels.shape, no_label(dtype), dtype=dtype)
+        out[~missing] = ids.astype(dtype)[labels[~missing]]
+        return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..engine.imaging import unlabelled
 from .classmaps import IGNORE, ScoringError
 
 MAX_LABEL = 65535  # predictions are uint8 or uint16 label images
@@ -57,10 +58,12 @@ def check_prediction(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def confusion(pred: np.ndarray, class_ids: np.ndarray, n_classes: int) -> Confusion:
-    """Counts over the pixels whose class index is not IGNORE; cluster ids compacted to those present."""
+    """Counts over the pixels whose class index is not IGNORE and that have a label (not the engine's
+    no-label value, e.g. outside a center_crop); cluster ids compacted to those present."""
     class_ids = np.asarray(class_ids)
+    missing = unlabelled(pred)
     pred = check_prediction(pred, class_ids.shape)
-    scored = class_ids != IGNORE
+    scored = (class_ids != IGNORE) & ~missing
     rows, cols = pred[scored], class_ids[scored].astype(np.int64)
     if rows.size == 0:
         return Confusion.empty(n_classes)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.imaging import unlabelled
 from .classmaps import IGNORE, ClassMap, ScoringError
 from .matching import Confusion, Scores, confusion, match
 
@@ -52,6 +53,7 @@ class RunningScore:
         self.frames: dict[str, Scores] = {}
         self.frame_count = 0  # frames added
         self.scored_frames = 0  # frames with at least one scored pixel
+        self.unlabelled_pixels = 0  # pixels the ground truth scores that carry no label (left out)
         self._tp, self._fp, self._fn = (np.zeros(n, np.int64) for _ in range(3))
         self._miou_sum = self._accuracy_sum = 0.0
         self._class_iou_sum, self._class_frames = np.zeros(n), np.zeros(n, np.int64)
@@ -70,6 +72,7 @@ class RunningScore:
         if name is not None and name in self.frames:
             raise ScoringError(f"frame {name!r} was scored already")
         table = confusion(pred_labels, class_ids, len(self.fmt.classes))
+        self.unlabelled_pixels += int((unlabelled(pred_labels) & (class_ids != IGNORE)).sum())
         result = match(table, self.fmt.classes)
         scores = result.scores
         self.confusion = self.confusion + table

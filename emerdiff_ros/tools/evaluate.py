@@ -65,6 +65,10 @@ class Evaluation:
         out.append(f"not scored: values {unscored}" if unscored else "not scored: nothing")
         if self.ignore_mask:
             out[-1] += f"; pixels under the ignore mask {self.ignore_mask} ({100 * drive.ignore_mask.mean():.1f}%)"
+        if drive.unlabelled_pixels:
+            share = drive.unlabelled_pixels / (drive.unlabelled_pixels + drive.pixels)
+            out.append(f"left out: {drive.unlabelled_pixels} pixels without a label (the no-label value, e.g. "
+                       f"outside a center_crop), {100 * share:.1f}% of the pixels the ground truth scores")
         if self.skipped:
             out.append(f"skipped {len(self.skipped)} ground-truth frames without a prediction: "
                        f"{_few(self.skipped)}")
@@ -104,6 +108,7 @@ class Evaluation:
             "smoke_run": self.smoke_note,
             "ground_truth": fmt.as_dict(), "frames": drive.frame_count, "scored_frames": drive.scored_frames,
             "frames_without_scored_pixels": self.frames_without_scored_pixels(), "notes": self.notes,
+            "unlabelled_pixels": drive.unlabelled_pixels,
             "skipped_without_prediction": self.skipped, "predictions_without_ground_truth": self.unpaired_predictions,
             "ignore_mask": None if self.ignore_mask is None else
             {"path": self.ignore_mask, "fraction": float(drive.ignore_mask.mean())},
@@ -144,7 +149,8 @@ def read_prediction(path: Path) -> np.ndarray:
     """(H, W) cluster ids of a label PNG (8 or 16 bit)."""
     try:
         with Image.open(path) as image:
-            pred = np.array(image.convert("L") if image.mode == "1" else image)
+            # A 1-bit image as 0 and 1: converted to 8 bits its 255 would read as the no-label value.
+            pred = np.array(image).astype(np.uint8) if image.mode == "1" else np.array(image)
     except OSError as exc:
         raise ScoringError(f"cannot read {path}: {exc}") from None
     if pred.ndim != 2 or not np.issubdtype(pred.dtype, np.integer):
@@ -263,7 +269,8 @@ def _text(path: Path | None) -> str | None:
 def _checked(evaluation: Evaluation) -> Evaluation:
     if evaluation.drive.pixels == 0:
         raise ScoringError(f"no pixel of the ground truth belongs to a class {evaluation.fmt.name} scores "
-                           f"(every pixel is an ignored value or under the ignore mask): nothing to score")
+                           f"(every pixel is an ignored value, under the ignore mask or without a label): "
+                           f"nothing to score")
     return evaluation
 
 

@@ -2,7 +2,7 @@
 
 Parameters are swept one at a time (the others at the preset's values) or, with grid=True, in every
 combination. Work is reused wherever it stays valid: the encoded frame and the query features depend
-on the processing (not on K, lambda, t_m, the modulation point or attention injection), the k-means
+on the processing (not on K, lambda, t_m, the modulation point, the blur or attention injection), the k-means
 masks on those and K, and a setting that equals one already run (a swept value that is the preset's
 own) reuses its labels.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import EmerDiffConfig, Segmenter
-from ..engine.config import MODULATION_POINTS, PROCESSING_MODES
+from ..engine.config import BLUR_TARGETS, MODULATION_POINTS, PROCESSING_MODES
 from ..runtime.palette import overlay
 from ..scoring import ClassMap, confusion, match
 
@@ -30,6 +30,7 @@ SWEEPS = {
     "modulation_lambda": ("lambda", [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0]),
     "modulation_timestep": ("t_m", [1, 81, 281, 581, 881, 981]),
     "modulation_point": ("point", list(MODULATION_POINTS)),
+    "blur_target": ("blur", list(BLUR_TARGETS)),
     "processing": ("processing", list(PROCESSING_MODES)),
     "attention_injection": ("injection", [True, False]),
 }
