@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 from rosbags.convert.converter import create_connections_converters
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
@@ -41,22 +41,11 @@ from ..runtime.stamps import StampBuffer
 from ..runtime.step import FrameStep
 from ..runtime.tracker import LabelTracker
 from ..scoring import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY, bag_custom_data, ids_value
+from .bag_options import STORAGES, BagTopics
+from .errors import BagError
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-
-
-class BagError(ValueError):
-    """The bag or the request cannot be processed; the text says why."""
-
-
-@dataclass(frozen=True)
-class BagTopics:
-    image: str = "/carla/ego_vehicle/rgb_front/image"
-    camera_info: str = "/carla/ego_vehicle/rgb_front/camera_info"
-    lidar: str = "/carla/ego_vehicle/lidar"
-    radar: str = "/carla/ego_vehicle/radar_front"
 
 
 @dataclass
