@@ -9,7 +9,6 @@ from typing import Iterator
 
 from rosbags.highlevel import AnyReaderError
 
-from ..carla.rigfile import RigError
 from ..distributed.cluster import ClusterError
 from ..engine.errors import ConfigError
 from ..runtime.clouds import CloudError
@@ -26,8 +25,9 @@ class UsageError(CommandError):
     """Flags the command cannot take together or at those values: printed under the command's usage."""
 
 
+# `emerdiff carla` reports its own (carla/command.py), with the exit statuses carla_rig has.
 USER_ERRORS = (CommandError, ConfigError, ScoringError, BagError, SegmentError, MessageError, CloudError,
-               AnyReaderError, ClusterError, RigError)
+               AnyReaderError, ClusterError)
 
 
 @contextmanager
@@ -36,10 +36,10 @@ def user_path(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise CommandError(path_problem(path, exc)) from None
+        raise CommandError(_path_problem(path, exc)) from None
 
 
-def path_problem(path: Path, exc: OSError) -> str:
+def _path_problem(path: Path, exc: OSError) -> str:
     where = exc.filename or path  # the file inside the given folder, when the OS says which
     text = exc.strerror or str(exc)
     return text if str(where) in text else f"{where}: {text}"
