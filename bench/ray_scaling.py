@@ -24,7 +24,8 @@ import ray
 import threadpoolctl
 import torch
 
-from emerdiff_ros.cli import add_config_flags, config_from_args
+from emerdiff_ros.cli.errors import UsageError
+from emerdiff_ros.cli.flags import add_config_flags, config_from_args
 from emerdiff_ros.distributed import RayRunner
 from emerdiff_ros.engine import Segmenter
 from emerdiff_ros.tools.images import list_images
@@ -42,7 +43,10 @@ def main() -> int:
     parser.add_argument("--consistent", action="store_true", help="one set of centres for all frames")
     add_config_flags(parser)
     args = parser.parse_args()
-    config = config_from_args(parser, args)
+    try:
+        config = config_from_args(args)
+    except UsageError as exc:
+        parser.error(str(exc))
     threadpoolctl.threadpool_limits(args.threads)
     torch.set_num_threads(args.threads)
     images = list_images(args.frames)

@@ -1,4 +1,8 @@
-"""Every user error of every command: one line on stderr, exit status 2, never a traceback."""
+"""Every user error of every command: one line on stderr, exit status 2, never a traceback; a bug keeps its
+traceback; --help loads no torch."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -96,3 +100,39 @@ def test_usage_errors_exit_2_with_usage(args, capsys):
         main(args)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err and "error: " in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("bug", [ValueError, RuntimeError, OSError, KeyError])
+def test_a_bug_in_a_tool_keeps_its_traceback(files, monkeypatch, capsys, bug):
+    """Only the narrow user-error types are one line: a plain ValueError from a bug must not look like one."""
+    def broken(*args, **kwargs):
+        raise bug("a bug")
+
+    monkeypatch.setattr("emerdiff_ros.cli.evaluate.evaluate_folders", broken)
+    with pytest.raises(bug, match="a bug"):
+        main(eval_cmd(files))
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_plain_value_error_while_loading_the_model_is_a_bug(monkeypatch):
+    """The engine's user errors are ConfigError and CheckpointError; any other ValueError is a bug."""
+    from emerdiff_ros.engine import Segmenter
+
+    def broken(config):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(Segmenter, "load", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["bench", "--frames", "1", *TINY])
+
+
+def test_help_of_every_command_loads_no_torch():
+    """`emerdiff --help` and every `emerdiff COMMAND --help` build the flags without loading the model code."""
+    check = ("import contextlib, io, sys\n"
+             "from emerdiff_ros.cli import COMMANDS, main\n"
+             "for argv in [['--help']] + [[name, '--help'] for name in COMMANDS]:\n"
+             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+             "        main(argv)\n"
+             "print(' '.join(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr

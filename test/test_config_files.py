@@ -11,7 +11,7 @@ from emerdiff_ros.rig import load_rig, rig_file_candidates
 from emerdiff_ros.ros import launch_plan
 from emerdiff_ros.runtime.outputs import INPUTS
 from emerdiff_ros.runtime.settings import StreamSettings
-from emerdiff_ros.tools.bag import BagTopics
+from emerdiff_ros.tools.bag_options import BagTopics
 from emerdiff_ros.tools.evaluate import GT_TOPIC
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,6 +26,7 @@ from .session import (CarlaError, ClientMissing, NoServer, RigSession, SessionOp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(prog=parser.prog)  # messages start with it: carla_rig, or emerdiff carla
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="localhost", help="CARLA server host (default localhost)")
     server.add_argument("--port", type=int, default=2000, help="CARLA server port (default 2000)")
@@ -123,7 +124,9 @@ class SignalGuard:
             signal.signal(s, handler)
 
 
-def run(args: argparse.Namespace, prog: str = "carla_rig") -> int:
+def run(args: argparse.Namespace) -> int:
+    prog = args.prog
+
     def fail(message: str, status: int) -> int:
         print(f"{prog}: error: {message}", file=sys.stderr)
         return status

@@ -35,6 +35,8 @@ PROCESSING_MODES = ("keep_aspect", "square", "center_crop")
 # What the Gaussian filter smooths: the paper's difference map d = ||I(-lambda) - I(+lambda)||, or the
 # signed RGB difference of the two images before the norm.
 BLUR_TARGETS = ("difference_map", "images")
+# emerdiff: the paper's method. lowres: its baseline, the same masks upsampled bilinearly to the image.
+METHODS = ("emerdiff", "lowres")
 
 
 def param(default: Any, description: str, *, low=None, high=None, choices=None, name=None, length=None,
@@ -81,7 +83,8 @@ class EmerDiffConfig:
     modulation_timestep: int = param(
         281, "t_m: timestep of the modulated step (snapped to the schedule)", low=1, high=999, name="t_m"
     )
-    num_inference_steps: int = param(50, "steps of the DDPM schedule the inversion uses", low=2, high=1000, name="steps")
+    num_inference_steps: int = param(50, "steps of the DDPM schedule the inversion uses", low=2, high=1000,
+                                     name="steps")
     feature_timestep: int = param(1, "t_f: timestep at which the query features are read", low=0, high=999, name="t_f")
     feature_draws: int = param(100, "noise draws the query features are averaged over", low=1, high=1000)
     feature_layer: str = param(FEATURE_LAYER, "attention layer whose to_q output is clustered")

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from .errors import ConfigError
+
 
 class InversionSchedule:
     def __init__(self, scheduler, num_steps: int):
@@ -23,7 +25,7 @@ class InversionSchedule:
         self._final_alpha = float(scheduler.final_alpha_cumprod)
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config")
+            raise ConfigError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config")
 
     def alpha(self, t: int) -> float:
         return float(self._alphas[t])

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attention import QueryCapture, SharedAttention, StopForward, attention_layer_names, attention_processors, layer_grid
-from .config import EmerDiffConfig
+from .attention import (QueryCapture, SharedAttention, StopForward, attention_layer_names, attention_processors,
+                        layer_grid)
+from .config import METHODS, EmerDiffConfig
 from .errors import ConfigError
 from .imaging import as_rgb, crop_box, difference_map, label_dtype, no_label, processing_size, to_model_input
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
@@ -29,8 +30,6 @@ from .stats import FrameStats
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MODEL_FIELDS = ("model", "device", "dtype")
-# emerdiff: the paper's method. lowres: its baseline, the same masks upsampled bilinearly to the image.
-METHODS = ("emerdiff", "lowres")
 
 
 @dataclass

@@ -25,13 +25,12 @@ from typing import Iterator
 import numpy as np
 from rosbags.convert.converter import create_connections_converters
 from rosbags.highlevel import AnyReader
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from ..engine import Segmenter
 from ..engine.jobs import FrameRunner, SegmentJob, runner_for
-from ..rig import default_rig, sensor_topics
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
 from ..runtime.counters import Count
 from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, output_topic
@@ -42,28 +41,11 @@ from ..runtime.stamps import StampBuffer
 from ..runtime.step import FrameStep
 from ..runtime.tracker import LabelTracker
 from ..scoring import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY, bag_custom_data, ids_value
+from .bag_options import STORAGES, BagTopics
+from .errors import BagError
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-
-
-class BagError(ValueError):
-    """The bag or the request cannot be processed; the text says why."""
-
-
-RIG = default_rig()
-CAMERA_TOPICS = sensor_topics(RIG, RIG.first("camera"))
-
-
-@dataclass(frozen=True)
-class BagTopics:
-    """The input topics; by default the rig's camera, LiDAR and radar, as the bridge names them."""
-
-    image: str = CAMERA_TOPICS["image"]
-    camera_info: str = CAMERA_TOPICS["camera_info"]
-    lidar: str = sensor_topics(RIG, RIG.first("lidar"))["cloud"]
-    radar: str = sensor_topics(RIG, RIG.first("radar"))["cloud"]
 
 
 @dataclass

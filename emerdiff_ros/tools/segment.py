@@ -19,6 +19,7 @@ from ..engine.jobs import FeaturesJob, FrameFeatures, FrameRunner, LabelJob, Seg
 from ..engine.masks import kmeans_masks
 from ..runtime.palette import overlay
 from ..scoring import folder_ids_consistent, write_segment_manifest
+from .errors import SegmentError
 from .images import read_rgb, write_labels, write_overlay
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def check_unique_stems(images: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for image in images:
         if image.stem in seen:
-            raise ValueError(f"{seen[image.stem].name} and {image.name} would write the same outputs")
+            raise SegmentError(f"{seen[image.stem].name} and {image.name} would write the same outputs")
         seen[image.stem] = image
 
 
@@ -112,7 +113,7 @@ def shared_centers(runner: FrameRunner, images: list[Path], out_dir: Path, summa
     if saved.exists():
         with np.load(saved) as data:
             if str(data["params"]) != params:
-                raise ValueError(f"{saved} was fitted with other parameters; remove it or use the same ones")
+                raise SegmentError(f"{saved} was fitted with other parameters; remove it or use the same ones")
             return data["centers"]
     (out_dir / FEATURES_DIR).mkdir(exist_ok=True)
     budget = max(1, MAX_FIT_CELLS // len(images))
@@ -140,7 +141,7 @@ def shared_centers(runner: FrameRunner, images: list[Path], out_dir: Path, summa
             cells.append(flat[rng.choice(len(flat), min(budget, len(flat)), replace=False)])
             bar.update()
     if not cells:
-        raise ValueError("no readable frames to fit shared cluster centres on")
+        raise SegmentError("no readable frames to fit shared cluster centres on")
     cfg = runner.config
     start = time.perf_counter()
     centers = kmeans_masks(np.concatenate(cells)[None], cfg.num_masks, cfg.kmeans_restarts, cfg.seed).centers
@@ -180,7 +181,7 @@ def _check_manifest(out_dir: Path, consistent: bool, resume: bool) -> None:
         return
     recorded = folder_ids_consistent(out_dir)
     if recorded is not None and recorded != consistent:
-        raise ValueError(f"{out_dir} was segmented {'with' if recorded else 'without'} --consistent; resume it "
+        raise SegmentError(f"{out_dir} was segmented {'with' if recorded else 'without'} --consistent; resume it "
                          f"the same way (mixing would leave label ids that mean different things)")
 
 

@@ -14,14 +14,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import EmerDiffConfig, Segmenter
-from ..engine.config import BLUR_TARGETS, MODULATION_POINTS, PROCESSING_MODES
+from ..engine.config import BLUR_TARGETS, MODULATION_POINTS, PROCESSING_MODES, EmerDiffConfig
 from ..runtime.palette import overlay
-from ..scoring import ClassMap, confusion, match
+from ..scoring import ClassMap, ScoringError, confusion, match
+
+if TYPE_CHECKING:  # the engine loads torch: the CLI reads SWEEPS to build its flags without it
+    from ..engine import Segmenter
 
 # parameter -> (label, values tried when none are given): the CARLA study's values for K, lambda and
 # t_m, every choice for the categorical ones.
@@ -67,7 +69,7 @@ def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], 
               gt_format: ClassMap | None = None) -> list[SweepPoint]:
     """gt: the image's class indices as gt_format.decode() gives them."""
     if gt is not None and gt.shape != image.shape[:2]:
-        raise ValueError(f"ground truth {gt.shape} and image {image.shape[:2]} differ in size")
+        raise ScoringError(f"ground truth {gt.shape} and image {image.shape[:2]} differ in size")
     frames, features, masks, results = {}, {}, {}, {}
     points = []
     for setting in settings(sweeps, grid):
@@ -83,7 +85,8 @@ def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], 
             masks[clustering] = run.cluster(features[feature_key])
         if cfg not in results:
             start = time.perf_counter()
-            labels = run.refine(frame, masks[clustering]) if method == "emerdiff" else run.lowres(frame, masks[clustering])
+            mask = masks[clustering]
+            labels = run.refine(frame, mask) if method == "emerdiff" else run.lowres(frame, mask)
             results[cfg] = labels, time.perf_counter() - start
         labels, seconds = results[cfg]
         miou = None
@@ -163,8 +166,8 @@ def save(points: list[SweepPoint], image: np.ndarray, out: Path, smoke_note: str
             if c < len(row):
                 p = row[c]
                 ax.imshow(overlay(image, p.labels))
-                ax.set_title(_title(p.setting).replace(", ", "\n") + ("" if p.miou is None else f"\nmIoU {p.miou:.1f}%"),
-                             fontsize=8)
+                score = "" if p.miou is None else f"\nmIoU {p.miou:.1f}%"
+                ax.set_title(_title(p.setting).replace(", ", "\n") + score, fontsize=8)
     if smoke_note:
         fig.suptitle(smoke_note, color="red")
     fig.tight_layout()
