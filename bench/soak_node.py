@@ -51,7 +51,7 @@ def main() -> int:
     node = subprocess.Popen([sys.executable, "-m", "emerdiff_ros.node", *node_arguments(), *settings],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
-    bridge = Bridge("soak_bridge")
+    bridge = Bridge(rclpy.get_default_context(), "soak_bridge")
     executor = MultiThreadedExecutor()
     executor.add_node(bridge)
     threading.Thread(target=executor.spin, daemon=True).start()
@@ -91,7 +91,8 @@ def main() -> int:
     slope = np.polyfit(*zip(*after_first_minute), 1)[0] * 60 if len(after_first_minute) >= 3 else float("nan")
     matched = {s: len(bridge.out[f"{s}/labeled"].messages) for s in ("lidar", "radar")}
     print(f"| {args.minutes:g} min, {args.rate:g} Hz{', empty radar' if args.empty_radar else ''}"
-          f"{f', loop every {args.loop_every:g} s' if args.loop_every else ''} | {sent} | {health['frames_received']} | "
+          f"{f', loop every {args.loop_every:g} s' if args.loop_every else ''} | {sent} | "
+          f"{health['frames_received']} | "
           f"{health['frames_processed']} | {len(labels.messages)} | {matched['lidar']} | {matched['radar']} | "
           f"{health['unmatched_lidar']} / {health['unmatched_radar']} | {health['time_jumps']} | "
           f"{health['processing_errors']} | {rss[0][1]:.0f} -> {rss[-1][1]:.0f} | {slope:+.2f} | "

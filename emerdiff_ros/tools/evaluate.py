@@ -220,7 +220,8 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[str, Path, Path
     A prediction is <stem>_labels.png or <stem>.png."""
     for what, folder in (("prediction", pred_dir), ("ground-truth", gt_dir)):
         if not folder.is_dir():
-            raise ScoringError(f"the {what} folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
+            problem = "is not a folder" if folder.exists() else "does not exist"
+            raise ScoringError(f"the {what} folder {folder} {problem}")
     gt_files = sorted(p for p in gt_dir.iterdir() if p.suffix.lower() == ".png")
     if not gt_files:
         raise ScoringError(f"no ground-truth PNGs in {gt_dir}")
