@@ -40,21 +40,26 @@ def _launch(context):
         namespace=arguments["namespace"],
         output="screen",
         parameters=[arguments["params_file"], launch_plan.source_parameters(arguments),
-                    {"use_sim_time": launch_plan.is_true(arguments["use_sim_time"])}, overrides],
+                    {"use_sim_time": launch_plan.switch(arguments, "use_sim_time")}, overrides],
         remappings=launch_plan.remappings(arguments),
         # Ctrl-C reaches the node at once; it finishes the frame in progress within its budget.
         sigterm_timeout=str(launch_plan.sigterm_timeout(overrides, arguments["params_file"])),
     )
-    # launch forwards SIGINT only when it thinks no terminal did (--noninteractive): a supervisor's
-    # `kill -INT <launch>` would otherwise leave the node segmenting until SIGTERM. A second SIGINT after
-    # the terminal's is harmless: the node is already finishing.
-    forward_sigint = RegisterEventHandler(OnShutdown(on_shutdown=[EmitEvent(event=SignalProcess(
-        signal_number=signal.SIGINT, process_matcher=matches_action(emerdiff)))]))
-    return [emerdiff, forward_sigint, *_rviz(arguments)]
+    processes = [emerdiff, *_rviz(arguments)]
+    return [*processes, _forward_sigint(processes)]
+
+
+def _forward_sigint(processes: list) -> RegisterEventHandler:
+    """launch forwards SIGINT only when it thinks no terminal did (--noninteractive): a supervisor's
+    `kill -INT <launch>` would otherwise leave the node segmenting until SIGTERM. A second SIGINT after
+    the terminal's is harmless: the node is already finishing, and ignores it."""
+    return RegisterEventHandler(OnShutdown(on_shutdown=[
+        EmitEvent(event=SignalProcess(signal_number=signal.SIGINT, process_matcher=matches_action(process)))
+        for process in processes if isinstance(process, Node)]))
 
 
 def _rviz(arguments: dict) -> list:
-    if not launch_plan.is_true(arguments["rviz"]):
+    if not launch_plan.switch(arguments, "rviz"):
         return []
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
 
@@ -69,7 +74,7 @@ def _rviz(arguments: dict) -> list:
     config = namespaced_rviz_config(get_package_share_directory("emerdiff_ros") + "/config/emerdiff.rviz", namespace)
     return [Node(package="rviz2", executable="rviz2", name="emerdiff_rviz", namespace=namespace,
                  arguments=["-d", config],
-                 parameters=[{"use_sim_time": launch_plan.is_true(arguments["use_sim_time"])}])]
+                 parameters=[{"use_sim_time": launch_plan.switch(arguments, "use_sim_time")}])]
 
 
 def generate_launch_description():

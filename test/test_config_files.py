@@ -58,6 +58,11 @@ def test_the_launch_plan_remaps_every_input_to_the_rigs_topics():
     assert hero["lidar"] == "/carla/hero/lidar"
     with pytest.raises(launch_plan.LaunchError, match="no sensor 'rgb_rear'.*rgb_front"):
         launch_plan.remappings({**arguments, "camera": "rgb_rear"})
+    with pytest.raises(launch_plan.LaunchError, match="camera:='lidar' is a lidar sensor, not a camera one "
+                                                      r"\(the rig's camera sensors: rgb_front\)"):
+        launch_plan.remappings({**arguments, "camera": "lidar"})
+    with pytest.raises(launch_plan.LaunchError, match="ground_truth_camera:='rgb_front' is a camera sensor"):
+        launch_plan.remappings({**arguments, "ground_truth_camera": "rgb_front"})
     assert arguments["use_sim_time"] == "true"
 
 
@@ -71,6 +76,8 @@ def test_each_carla_source_sets_parameters_the_node_accepts():
     assert launch_plan.source_parameters({**arguments, "live_scoring": "false"}) == {"ground_truth_format": ""}
     with pytest.raises(launch_plan.LaunchError, match="source:='sim' must be one of bridge, native"):
         launch_plan.source_parameters({**arguments, "source": "sim"})
+    with pytest.raises(launch_plan.LaunchError, match="live_scoring:='maybe' must be true or false"):
+        launch_plan.source_parameters({**arguments, "live_scoring": "maybe"})
 
 
 def test_the_launch_files_parameter_arguments_are_typed_as_the_node_declares_them(tmp_path):
@@ -85,6 +92,8 @@ def test_the_launch_files_parameter_arguments_are_typed_as_the_node_declares_the
     params_file = ROOT / "config" / "carla.yaml"
     assert launch_plan.sigterm_timeout({}, str(params_file)) == StreamSettings().shutdown_timeout + 5
     assert launch_plan.sigterm_timeout({"shutdown_timeout": 60.0}, str(params_file)) == 65
+    with pytest.raises(launch_plan.LaunchError, match="params_file:='/no/such.yaml': No such file"):
+        launch_plan.sigterm_timeout({}, "/no/such.yaml")
 
 
 def test_rviz_shows_the_nodes_outputs_in_its_namespace():

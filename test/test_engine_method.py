@@ -7,7 +7,8 @@ import torch
 from emerdiff_ros.engine import FrameStats, LowResMasks
 from emerdiff_ros.engine.attention import SharedAttention
 from emerdiff_ros.engine.config import BLUR_TARGETS, MODULATION_POINTS
-from emerdiff_ros.engine.imaging import difference_map, no_label
+from emerdiff_ros.engine.imaging import difference_map
+from emerdiff_ros.engine.labels import no_label
 from plain_emerdiff import plain_emerdiff
 
 

@@ -8,7 +8,8 @@ import torch
 
 from emerdiff_ros.engine import EmerDiffConfig, config_fields
 from emerdiff_ros.engine.attention import layer_grid
-from emerdiff_ros.engine.imaging import gaussian_blur, label_dtype, processing_size
+from emerdiff_ros.engine.imaging import gaussian_blur, processing_size
+from emerdiff_ros.engine.labels import label_dtype
 from emerdiff_ros.engine.masks import assign_to_centers, kmeans_masks
 from emerdiff_ros.engine.schedule import InversionSchedule
 

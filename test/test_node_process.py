@@ -141,7 +141,8 @@ def loading(pid: int, library: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("when", ["while rclpy and torch are imported", "while the model loads"])
+@pytest.mark.parametrize("when", ["while rclpy and torch are imported", "while the model loads",
+                                  "twice while the model loads"])
 def test_ctrl_c_before_the_node_runs_exits_cleanly(when):
     with start() as process:
         interrupt_while_starting(process, when)
@@ -160,6 +161,9 @@ def interrupt_while_starting(process, when: str) -> None:
             assert lines[-1], "".join(lines)
             lines.append(process.stdout.readline())
     process.send_signal(signal.SIGINT)
+    if when.startswith("twice"):  # a terminal's Ctrl-C and the one ros2 launch forwards
+        time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
     output = "".join(lines) + process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output

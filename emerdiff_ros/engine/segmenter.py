@@ -21,7 +21,8 @@ from .attention import (QueryCapture, SharedAttention, StopForward, attention_la
                         layer_grid)
 from .config import METHODS, EmerDiffConfig
 from .errors import ConfigError
-from .imaging import as_rgb, crop_box, difference_map, label_dtype, no_label, processing_size, to_model_input
+from .imaging import as_rgb, crop_box, difference_map, processing_size, to_model_input
+from .labels import label_dtype, no_label
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
 from .models import DiffusionModel, load_model
 from .schedule import InversionSchedule

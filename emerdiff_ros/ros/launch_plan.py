@@ -57,8 +57,12 @@ def override_types() -> dict[str, type]:
     return {name: specs.get(name, str) for name in OVERRIDDEN}  # preset is a plain string parameter
 
 
-def is_true(text: str) -> bool:
-    return text.strip().lower() in TRUE
+def switch(arguments: dict[str, str], name: str) -> bool:
+    """A true/false launch argument; anything else is an error, never silently false."""
+    text = arguments[name].strip().lower()
+    if text not in TRUE + FALSE:
+        raise LaunchError(f"launch argument {name}:={arguments[name]!r} must be true or false")
+    return text in TRUE
 
 
 def typed_overrides(arguments: dict[str, str]) -> dict:
@@ -71,7 +75,7 @@ def typed_overrides(arguments: dict[str, str]) -> dict:
         try:
             if kind is bool and text.strip().lower() not in TRUE + FALSE:
                 raise ValueError
-            overrides[name] = is_true(text) if kind is bool else kind(text)
+            overrides[name] = text.strip().lower() in TRUE if kind is bool else kind(text)
         except ValueError:
             raise LaunchError(f"launch argument {name}:={text!r} is not a valid {kind.__name__}") from None
     return overrides
@@ -83,20 +87,20 @@ def source_parameters(arguments: dict[str, str], rig: Rig | None = None) -> dict
     source = arguments["source"]
     if source not in SOURCES:
         raise LaunchError(f"launch argument source:={source!r} must be one of {', '.join(SOURCES)}")
-    parameters = dict(SOURCES[source]) if is_true(arguments["live_scoring"]) else {"ground_truth_format": ""}
+    parameters = dict(SOURCES[source]) if switch(arguments, "live_scoring") else {"ground_truth_format": ""}
     if source == "native":
-        parameters["camera_fov"] = _sensor(rig or default_rig(), arguments["camera"]).fov
+        parameters["camera_fov"] = _sensor(rig or default_rig(), arguments, "camera").fov
     return parameters
 
 
 def remappings(arguments: dict[str, str], rig: Rig | None = None) -> list[tuple[str, str]]:
     """Each of the node's inputs remapped to the rig sensor's topic, as the bridge names it."""
     rig = replace(rig or default_rig(), role_name=arguments["role_name"])
-    camera = sensor_topics(rig, _sensor(rig, arguments["camera"]))
+    camera = sensor_topics(rig, _sensor(rig, arguments, "camera"))
     topics = {"image": camera["image"], "camera_info": camera["camera_info"],
-              "lidar": sensor_topics(rig, _sensor(rig, arguments["lidar"]))["cloud"],
-              "radar": sensor_topics(rig, _sensor(rig, arguments["radar"]))["cloud"],
-              "ground_truth": sensor_topics(rig, _sensor(rig, arguments["ground_truth_camera"]))["image"]}
+              "lidar": sensor_topics(rig, _sensor(rig, arguments, "lidar"))["cloud"],
+              "radar": sensor_topics(rig, _sensor(rig, arguments, "radar"))["cloud"],
+              "ground_truth": sensor_topics(rig, _sensor(rig, arguments, "ground_truth_camera"))["image"]}
     return [(name, topics[name]) for name in INPUTS]
 
 
@@ -109,8 +113,13 @@ def sigterm_timeout(overrides: dict, params_file: str) -> float:
 
 def file_value(params_file: str, name: str, default):
     """A parameter's value in a params file (for any node name or /**), else default."""
-    with open(params_file) as f:
-        sections = yaml.safe_load(f) or {}
+    try:
+        with open(params_file) as f:
+            sections = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise LaunchError(f"launch argument params_file:={params_file!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise LaunchError(f"launch argument params_file:={params_file!r} is not YAML: {exc}") from None
     for section in sections.values():
         value = (section or {}).get("ros__parameters", {}).get(name)
         if value is not None:
@@ -118,8 +127,18 @@ def file_value(params_file: str, name: str, default):
     return default
 
 
-def _sensor(rig: Rig, sensor_id: str):
+# The kind of rig sensor each sensor argument names.
+SENSOR_ARGUMENTS = {"camera": "camera", "lidar": "lidar", "radar": "radar", "ground_truth_camera": "semantic"}
+
+
+def _sensor(rig: Rig, arguments: dict[str, str], argument: str):
     try:
-        return rig.sensor(sensor_id)
+        sensor = rig.sensor(arguments[argument])
     except RigError as exc:
         raise LaunchError(f"{exc} in config/carla_sensors.json") from None
+    wanted = SENSOR_ARGUMENTS[argument]
+    if sensor.kind != wanted:
+        others = ", ".join(s.id for s in rig.of_kind(wanted)) or "none"
+        raise LaunchError(f"launch argument {argument}:={sensor.id!r} is a {sensor.kind} sensor, not a {wanted} one "
+                          f"(the rig's {wanted} sensors: {others})")
+    return sensor

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..engine.imaging import unlabelled
+from ..engine.labels import unlabelled
 
 OVERLAY_ALPHA = 0.5
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Segmentation, Segmenter
-from ..engine.imaging import label_dtype
+from ..engine.labels import label_dtype
 from .settings import StreamSettings
 from .tracker import LabelTracker
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.imaging import unlabelled
+from ..engine.labels import unlabelled
 from .clouds import NO_LABEL
 
 # optical = BODY_TO_OPTICAL @ body: x_o = -y_b, y_o = -z_b, z_o = x_b

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..engine.imaging import no_label, unlabelled
+from ..engine.labels import no_label, unlabelled
 
 
 class LabelTracker:

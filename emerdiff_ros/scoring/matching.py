@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..engine.imaging import unlabelled
+from ..engine.labels import unlabelled
 from .classmaps import IGNORE, ScoringError
 
 MAX_LABEL = 65535  # predictions are uint8 or uint16 label images

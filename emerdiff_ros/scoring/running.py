@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.imaging import unlabelled
+from ..engine.labels import unlabelled
 from .classmaps import IGNORE, ClassMap, ScoringError
 from .matching import Confusion, Scores, confusion, match
 
