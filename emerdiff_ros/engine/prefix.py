@@ -16,8 +16,9 @@ a reshape), no convolution, attention or projection.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -71,10 +71,10 @@ def format_report(report: dict) -> list[str]:
         f"seconds per frame: {report['seconds_per_frame']:.3f}  ({stages})",
         f"UNet sample-evaluations: {report['unet_sample_evals']}, sequential UNet calls: "
         f"{report['sequential_unet_calls']}, VAE decodes: {report['vae_decodes']}",
-        f"step t_m: the UNet's work before the modulated layer ({100 * report['prefix_flop_share']:.1f}% of an "
-        f"evaluation's FLOPs) ran once instead of for {report['unet_prefix_shared']} more samples: "
-        f"{report['unet_evals_saved']:.1f} sample-evaluations saved, "
-        f"{100 * report['unet_evals_saved'] / report['denoise_sample_evals']:.1f}% of the modulated denoising's "
-        f"{report['denoise_sample_evals']}",
+        (f"step t_m: the UNet's work before the modulated layer ({100 * report['prefix_flop_share']:.1f}% of an "
+         f"evaluation's FLOPs) ran once instead of for {report['unet_prefix_shared']} more samples: "
+         f"{report['unet_evals_saved']:.1f} sample-evaluations saved, "
+         f"{100 * report['unet_evals_saved'] / report['denoise_sample_evals']:.1f}% of the modulated denoising's "
+         f"{report['denoise_sample_evals']}"),
         f"peak memory: {report['peak_memory_mb']:.0f} MB",
     ]
