@@ -33,25 +33,30 @@ def machine() -> str:
 
 
 def time_step_tm_call(segmenter: Segmenter, frame, batch: int, repeats: int = 3) -> dict[str, float]:
-    """Median seconds of one UNet call on `batch` equal samples (step t_m's input), unsplit and shared."""
+    """Median seconds of one UNet call on `batch` equal samples (step t_m's input), unsplit and shared.
+
+    The two alternate after a warm-up call, so a change in the machine's load hits both alike.
+    """
     model = segmenter.model
     x = frame.latent.to(model.dtype).expand(batch, -1, -1, -1)
     context = model.prompt_embedding.expand(batch, -1, -1)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    seconds = {}
-    for name in ("unsplit", "shared"):
-        runs = []
-        for _ in range(repeats):
-            split = shared_prefix(model.unet, segmenter.config.modulation_layer, batch) if name == "shared" \
-                else nullcontext()
-            sync()
-            start = time.perf_counter()
-            with torch.inference_mode(), split:
-                model.unet(x, segmenter.config.modulation_timestep, encoder_hidden_states=context, return_dict=False)
-            sync()
-            runs.append(time.perf_counter() - start)
-        seconds[name] = statistics.median(runs)
-    return seconds
+
+    def seconds(shared: bool) -> float:
+        split = shared_prefix(model.unet, segmenter.config.modulation_layer, batch) if shared else nullcontext()
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode(), split:
+            model.unet(x, segmenter.config.modulation_timestep, encoder_hidden_states=context, return_dict=False)
+        sync()
+        return time.perf_counter() - start
+
+    seconds(False)
+    runs = {"unsplit": [], "shared": []}
+    for _ in range(repeats):
+        runs["unsplit"].append(seconds(False))
+        runs["shared"].append(seconds(True))
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def main() -> None:
