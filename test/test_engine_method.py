@@ -228,4 +228,5 @@ def test_the_bench_counts_the_shared_prefix(segmenter):
     assert report["denoise_sample_evals"] == steps * (1 + 2 * masks) == report["unet_sample_evals"] - 2
     assert 0.3 < report["prefix_flop_share"] < 0.95
     assert report["unet_evals_saved"] == pytest.approx(2 * masks * report["prefix_flop_share"])
-    assert any(line.startswith("step t_m: the UNet's work before the modulated layer") for line in format_report(report))
+    lines = format_report(report)
+    assert any(line.startswith("step t_m: the UNet's work before the modulated layer") for line in lines)

@@ -18,8 +18,7 @@ ROS-free (numpy, scipy, PIL, yaml). The API:
     drive.headline(ids_consistent)    # the whole-set matching if cluster ids are stable, else per-image
 
 pred_labels are (H, W) integer cluster ids 0-65535 (uint8 or uint16 label images) at the ground truth's
-size. The no-label value (the label dtype's maximum, 255 or 65535: pixels outside a center_crop) is not
-scored; drive.unlabelled_pixels counts the pixels it left out. Every problem with the inputs raises ScoringError (a ValueError) whose text says what is wrong:
+size. Every problem with the inputs raises ScoringError (a ValueError) whose text says what is wrong:
 values or colours the format does not know (with their pixel counts), a photo passed as CARLA tags,
 16-bit values outside the map, frames that are mostly void, sizes that differ.
 Protocols (PROTOCOLS): per-image mean, whole-set matching, DiffSeg's (match per image, sum TP/FP/FN).
