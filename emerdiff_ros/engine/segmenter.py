@@ -4,12 +4,15 @@ The modulated denoising runs the unmodulated reference and the 2K modulated samp
 (+lambda and -lambda for each mask) as one batch. The reference always sits at the inverted
 latent x_t, so its UNet output at each step is exactly the one the edit-friendly inversion
 needs: the stored noise map of a step is x_{t-1} - mu_t(reference), computed in the same call
-that advances the modulated samples. The inversion therefore costs no UNet call of its own.
+that advances the modulated samples. The inversion therefore costs no UNet call of its own. At the
+first step (t_m) every sample still equals the reference up to the modulated layer, so that part of
+the UNet runs once for the whole batch (prefix.py).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -25,6 +28,7 @@ from .imaging import as_rgb, crop_box, difference_map, processing_size, to_model
 from .labels import label_dtype, no_label
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
 from .models import DiffusionModel, load_model
+from .prefix import shared_prefix
 from .schedule import InversionSchedule
 from .stats import FrameStats
 
@@ -229,10 +233,16 @@ class Segmenter:
         with stats.stage("denoise"), attention_processors(self.model.unet, processors):
             for step, index in enumerate(range(start, len(self.schedule.timesteps))):
                 modulated.offsets = first_offsets if step == 0 else None
-                output = self._unet(x, self.schedule.timesteps[index], stats)
+                with self._shared_prefix(batch, stats) if step == 0 else nullcontext():
+                    output = self._unet(x, self.schedule.timesteps[index], stats)
                 mean = self.schedule.reverse_mean(output, x, index)
                 x = mean + (targets[step] - mean[0])  # the reference's noise map, shared by all
         return x[1:]
+
+    def _shared_prefix(self, batch: int, stats: FrameStats):
+        """At step t_m the samples differ only from the modulated layer on: the part before it runs once."""
+        stats.unet_prefix_shared += batch - 1
+        return shared_prefix(self.model.unet, self.config.modulation_layer, batch)
 
     def _decode_pairs(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.model.vae

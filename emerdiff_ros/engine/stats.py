@@ -20,6 +20,9 @@ class FrameStats:
     seconds: float = 0.0
     unet_sample_evals: int = 0  # samples through the UNet, the early-stopped feature passes included
     sequential_unet_calls: int = 0
+    # samples of the step-t_m call whose UNet work before the modulated layer was not done: they shared
+    # the reference's (counted in unet_sample_evals all the same)
+    unet_prefix_shared: int = 0
     vae_encodes: int = 0
     vae_decodes: int = 0
     peak_memory_mb: float = 0.0  # CUDA: peak allocated during the frame; CPU: peak RSS of the process
@@ -67,7 +70,8 @@ class FrameStats:
         stages = " ".join(f"{k}={v:.2f}s" for k, v in self.stage_seconds.items())
         return (
             f"{self.seconds:.2f}s/frame ({stages}) unet_evals={self.unet_sample_evals} "
-            f"unet_calls={self.sequential_unet_calls} decodes={self.vae_decodes} "
+            f"unet_calls={self.sequential_unet_calls} prefix_shared={self.unet_prefix_shared} "
+            f"decodes={self.vae_decodes} "
             f"peak={self.peak_memory_mb:.0f}MB size={self.processing_size[0]}x{self.processing_size[1]} "
             f"masks={self.masks}"
         )

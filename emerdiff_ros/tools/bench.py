@@ -9,12 +9,22 @@ import torch
 from PIL import Image
 
 from ..engine import Segmenter
+from ..engine.prefix import prefix_flop_share
 from .samples import sample_images
 
 
 def bench_image(size: tuple[int, int]) -> np.ndarray:
     with Image.open(sample_images()[0]) as image:
         return np.array(image.convert("RGB").resize(size, Image.BICUBIC))
+
+
+def prefix_share(segmenter: Segmenter, image: np.ndarray) -> float:
+    """FLOP share of one UNet evaluation spent before the modulated layer, at this image's processing size."""
+    model, cfg = segmenter.model, segmenter.config
+    latent = segmenter.encode(image).latent.to(model.dtype)
+    with torch.inference_mode():
+        return prefix_flop_share(model.unet, cfg.modulation_layer, lambda: model.unet(
+            latent, cfg.modulation_timestep, encoder_hidden_states=model.prompt_embedding, return_dict=False))
 
 
 def benchmark(segmenter: Segmenter, size: tuple[int, int], frames: int = 3, warmup: int = 1) -> dict:
@@ -24,6 +34,8 @@ def benchmark(segmenter: Segmenter, size: tuple[int, int], frames: int = 3, warm
     runs = [segmenter.segment(image).stats for _ in range(frames)]
     last = runs[-1]
     device = segmenter.model.device
+    share = prefix_share(segmenter, image)
+    denoise_evals = last.unet_sample_evals - segmenter.config.feature_draws  # the feature passes are one each
     return {
         "model": segmenter.config.model,
         "random_weights": segmenter.model.random_weights,
@@ -38,6 +50,10 @@ def benchmark(segmenter: Segmenter, size: tuple[int, int], frames: int = 3, warm
         "stage_seconds": {k: float(np.mean([r.stage_seconds[k] for r in runs])) for k in last.stage_seconds},
         "unet_sample_evals": last.unet_sample_evals,
         "sequential_unet_calls": last.sequential_unet_calls,
+        "unet_prefix_shared": last.unet_prefix_shared,
+        "prefix_flop_share": share,
+        "unet_evals_saved": last.unet_prefix_shared * share,
+        "denoise_sample_evals": denoise_evals,
         "vae_decodes": last.vae_decodes,
         "peak_memory_mb": max(r.peak_memory_mb for r in runs),
         "max_batch": last.max_batch,
@@ -55,5 +71,10 @@ def format_report(report: dict) -> list[str]:
         f"seconds per frame: {report['seconds_per_frame']:.3f}  ({stages})",
         f"UNet sample-evaluations: {report['unet_sample_evals']}, sequential UNet calls: "
         f"{report['sequential_unet_calls']}, VAE decodes: {report['vae_decodes']}",
+        (f"step t_m: the UNet's work before the modulated layer ({100 * report['prefix_flop_share']:.1f}% of an "
+         f"evaluation's FLOPs) ran once instead of for {report['unet_prefix_shared']} more samples: "
+         f"{report['unet_evals_saved']:.1f} sample-evaluations saved, "
+         f"{100 * report['unet_evals_saved'] / report['denoise_sample_evals']:.1f}% of the modulated denoising's "
+         f"{report['denoise_sample_evals']}"),
         f"peak memory: {report['peak_memory_mb']:.0f} MB",
     ]
