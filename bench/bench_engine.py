@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the tests' oracle
 from plain_emerdiff import plain_emerdiff  # noqa: E402
 
 from emerdiff_ros.engine import EmerDiffConfig, Segmenter  # noqa: E402
@@ -29,7 +29,8 @@ from emerdiff_ros.tools.bench import bench_image, benchmark  # noqa: E402
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def time_step_tm_call(segmenter: Segmenter, frame, batch: int, repeats: int = 3) -> dict[str, float]:

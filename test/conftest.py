@@ -10,7 +10,6 @@ from emerdiff_ros.engine import EmerDiffConfig, Segmenter, load_model
 from emerdiff_ros.tools.images import read_rgb
 from emerdiff_ros.tools.samples import sample_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the plain reference implementation
 
 # Small but real: the tiny random model, few masks, small processing size, few feature draws.
 FAST = dict(model="tiny-random", num_masks=6, resolution=128, feature_draws=8, kmeans_restarts=2)

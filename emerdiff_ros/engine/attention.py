@@ -108,7 +108,10 @@ class SharedAttention:
         context = encoder_hidden_states if cross else hidden_states
         if cross and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        out = self._injected(attn, hidden_states, context, cross) if self.inject else self._plain(attn, hidden_states, context)
+        if self.inject:
+            out = self._injected(attn, hidden_states, context, cross)
+        else:
+            out = self._plain(attn, hidden_states, context)
         offsets = None if self.offsets is None else self._token_offsets(tokens).to(out.dtype)
         if offsets is not None and self.before_projection:
             out = out + offsets  # the paper's f(attention + c M); a shared cross-attention output becomes per sample

@@ -39,7 +39,7 @@ def benchmark(segmenter: Segmenter, size: tuple[int, int], frames: int = 3, warm
     return {
         "model": segmenter.config.model,
         "random_weights": segmenter.model.random_weights,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": _device_name(device),
         "dtype": str(segmenter.model.dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "image_size": list(size),
@@ -78,3 +78,9 @@ def format_report(report: dict) -> list[str]:
          f"{report['denoise_sample_evals']}"),
         f"peak memory: {report['peak_memory_mb']:.0f} MB",
     ]
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
