@@ -26,10 +26,10 @@ from std_msgs.msg import Float32, Header
 
 from emerdiff_ros.ros.node import EmerDiffNode
 from emerdiff_ros.runtime.outputs import OUTPUTS, SCORES, output_topic
+from tiny import TINY
 
 # Fast, real: the tiny random model at a small processing size.
-FAST_PARAMS = dict(model="tiny-random", device="cpu", resolution=128, num_masks=4, feature_draws=4,
-                   kmeans_restarts=1, max_rate_hz=0.0)
+FAST_PARAMS = {**TINY, "max_rate_hz": 0.0}
 ROLE = "/carla/ego_vehicle"
 WIDTH, HEIGHT, FOV = 800, 600, 90.0
 FX = WIDTH / (2 * math.tan(math.radians(FOV) / 2))  # the bridge's camera_info: fx = fy, centre of the image

@@ -35,6 +35,7 @@ from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns as msg_stamp_ns
 from emerdiff_ros.scoring import (BAG_CARLA_VERSION_KEY, FRAMES_MANIFEST, bag_custom_data, ground_truth_format,
                                   read_label_image)
+from tiny import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 RIG_FILE = ROOT / "config" / "carla_sensors.json"
@@ -42,8 +43,7 @@ TOPICS = {"/clock", "/carla/ego_vehicle/rgb_front/image", "/carla/ego_vehicle/rg
           "/carla/ego_vehicle/semantic_segmentation_front/image",
           "/carla/ego_vehicle/semantic_segmentation_front/camera_info", "/carla/ego_vehicle/lidar",
           "/carla/ego_vehicle/radar_front"}
-FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
-        "--feature-draws", "4", "--kmeans-restarts", "1"]
+FAST = flags()
 START_ELAPSED, START_FRAME, DELTA = 2.0, 1000, 0.05
 
 

@@ -10,9 +10,9 @@ from PIL import Image
 
 from emerdiff_ros.cli import main
 from emerdiff_ros.tools.samples import sample_images
+from tiny import flags
 
-TINY = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "3", "--feature-draws", "2",
-        "--kmeans-restarts", "1"]
+TINY = flags(num_masks=3, feature_draws=2)
 
 
 @pytest.fixture

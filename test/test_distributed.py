@@ -28,11 +28,10 @@ from emerdiff_ros.tools.bag import segment_bag, segment_fleet, work_dir
 from emerdiff_ros.tools.images import list_images
 from emerdiff_ros.tools.samples import sample_images
 from emerdiff_ros.tools.segment import segment_images
+from tiny import TINY, flags
 
-ARGS = ["--preset", "paper", "--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
-        "--feature-draws", "4", "--kmeans-restarts", "1"]
-CONFIG = EmerDiffConfig.from_preset("paper", model="tiny-random", device="cpu", resolution=128, num_masks=4,
-                                    feature_draws=4, kmeans_restarts=1)
+ARGS = ["--preset", "paper", *flags()]
+CONFIG = EmerDiffConfig.from_preset("paper", **TINY)
 
 
 @pytest.fixture(scope="module")

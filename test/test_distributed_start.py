@@ -11,8 +11,9 @@ from emerdiff_ros.cli import main
 from emerdiff_ros.distributed import RayRunner, pool
 from emerdiff_ros.engine import EmerDiffConfig
 from emerdiff_ros.tools.samples import sample_images
+from tiny import flags
 
-ARGS = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4"]
+ARGS = flags()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from emerdiff_ros.cli import main
 from emerdiff_ros.scoring import BAG_CARLA_VERSION_KEY, BAG_LABEL_IDS_KEY, BAG_SMOKE_KEY
+from tiny import flags
 
 STORE = get_typestore(Stores.ROS2_KILTED)
 GT = "/carla/ego_vehicle/semantic_segmentation_front/image"
@@ -127,8 +128,7 @@ def test_bag_errors_are_one_line(tmp_path, capsys):
     assert "share the header stamp 100.000000000" in capsys.readouterr().err
 
 
-FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
-        "--feature-draws", "4", "--kmeans-restarts", "1", "--method", "lowres"]
+FAST = [*flags(), "--method", "lowres"]
 
 
 def camera_bag(path, rgb: np.ndarray, frames: int = 2):

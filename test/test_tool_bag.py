@@ -15,9 +15,9 @@ from emerdiff_ros.runtime.clouds import NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.tools.bag import work_dir
 from ros_harness import running
+from tiny import flags
 
-FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "4",
-        "--feature-draws", "4", "--kmeans-restarts", "1"]
+FAST = flags()
 
 
 @pytest.mark.parametrize("kind, storage", [("mcap", "mcap"), ("sqlite3", "sqlite3"), ("ros1", "mcap")])

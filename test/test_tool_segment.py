@@ -14,9 +14,9 @@ from emerdiff_ros.scoring import SEGMENT_MANIFEST
 from emerdiff_ros.tools.samples import sample_images
 from emerdiff_ros.tools.segment import CENTERS_FILE, FEATURES_DIR, segment_images
 from test_evaluate import SHARED
+from tiny import flags
 
-FAST = ["--model", "tiny-random", "--device", "cpu", "--resolution", "128", "--num-masks", "5",
-        "--feature-draws", "4", "--kmeans-restarts", "1"]
+FAST = flags(num_masks=5)
 
 
 @pytest.fixture
