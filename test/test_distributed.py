@@ -22,16 +22,16 @@ from bag_builder import write_bag
 from emerdiff_ros.cli import main
 from emerdiff_ros.distributed import ClusterError, RayRunner
 from emerdiff_ros.distributed.pool import plan_workers
-from emerdiff_ros.engine import EmerDiffConfig, Segmenter
+from emerdiff_ros.engine import Segmenter
 from emerdiff_ros.runtime.settings import StreamSettings
 from emerdiff_ros.tools.bag import segment_bag, segment_fleet, work_dir
 from emerdiff_ros.tools.images import list_images
 from emerdiff_ros.tools.samples import sample_images
 from emerdiff_ros.tools.segment import segment_images
-from tiny import TINY, flags
+from tiny import config, flags
 
 ARGS = ["--preset", "paper", *flags()]
-CONFIG = EmerDiffConfig.from_preset("paper", **TINY)
+CONFIG = config()
 
 
 @pytest.fixture(scope="module")

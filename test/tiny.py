@@ -9,3 +9,11 @@ TINY = dict(model="tiny-random", device="cpu", resolution=128, num_masks=4, feat
 def flags(**changes) -> list[str]:
     """TINY (with changes) as `emerdiff` command-line flags."""
     return [arg for name, value in {**TINY, **changes}.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def config(preset: str = "paper", **changes):
+    """TINY (with changes) as an EmerDiffConfig (its attributes are not always the external names: steps)."""
+    from emerdiff_ros.engine.config import EmerDiffConfig, config_fields
+
+    attrs = {spec.name: spec.attr for spec in config_fields()}
+    return EmerDiffConfig.from_preset(preset, **{attrs[name]: value for name, value in {**TINY, **changes}.items()})
