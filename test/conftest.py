@@ -2,12 +2,17 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pytest
+# One torch thread in the tests and every process they start: on a busy machine (CI beside other jobs) two
+# OpenMP threads spin-waiting for each other on two shared cores make each step several times slower, while
+# the tiny model gains little from a second thread. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from emerdiff_ros.engine import EmerDiffConfig, Segmenter, load_model
-from emerdiff_ros.tools.images import read_rgb
-from emerdiff_ros.tools.samples import sample_dir
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from emerdiff_ros.engine import EmerDiffConfig, Segmenter, load_model  # noqa: E402
+from emerdiff_ros.tools.images import read_rgb  # noqa: E402
+from emerdiff_ros.tools.samples import sample_dir  # noqa: E402
 
 
 # Small but real: the tiny random model, few masks, small processing size, few feature draws.
