@@ -14,7 +14,7 @@ from emerdiff_ros.scoring import SEGMENT_MANIFEST
 from emerdiff_ros.tools.samples import sample_images
 from emerdiff_ros.tools.segment import CENTERS_FILE, FEATURES_DIR, segment_images
 from test_evaluate import SHARED
-from tiny import flags
+from tiny import config, flags
 
 FAST = flags(num_masks=5)
 
@@ -66,7 +66,7 @@ def test_consistent_mode_labels_every_frame_with_one_set_of_centres(frames, tmp_
         centers = saved["centers"]
     assert centers.shape[0] == 5
     # every frame's labels are the shared centres' ids: a frame segmented with those centres agrees
-    shared = segmenter.with_config(num_masks=5, resolution=128, feature_draws=4)
+    shared = Segmenter(segmenter.model, config(num_masks=5))  # the command's settings
     rgb = np.array(Image.open(sample_images()[2]).convert("RGB"))
     result = shared.segment(rgb, centers=centers)
     np.testing.assert_array_equal(result.masks.centers, centers)
