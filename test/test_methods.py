@@ -12,10 +12,12 @@ from emerdiff_ros.engine import CheckpointError, EmerDiffConfig, Segmentation, l
 from emerdiff_ros.engine.stats import FrameStats
 from emerdiff_ros.runtime.pipeline import stable_labels
 from emerdiff_ros.runtime.tracker import LabelTracker
-from emerdiff_ros.scoring import ground_truth_format, read_label_image
+from emerdiff_ros.scoring import (SEGMENT_MANIFEST, bag_custom_data, bag_ids_consistent, ground_truth_format,
+                                  read_label_image)
 from emerdiff_ros.tools.compare import compare_methods
 from emerdiff_ros.tools.images import read_rgb
 from emerdiff_ros.tools.samples import sample_images
+from bag_builder import read_back, write_bag
 from test_evaluate import SHARED, needs_shared
 from tiny import TINY, flags
 
@@ -95,6 +97,42 @@ def test_missing_checkpoints_say_what_to_do(tmp_path):
         flag = "--" + setting.replace("_", "-")
         assert "no such folder" in str(error.value) and f"{flag} tiny-random" in str(error.value)
         assert f"{setting}:=tiny-random" in error.value.for_ros()
+
+
+# --- the offline tools ---------------------------------------------------------------------------------
+
+
+def test_segment_with_segformer_records_its_class_ids_as_consistent(tmp_path):
+    image = sample_images()[0]
+    out = tmp_path / "out"
+    assert main(["segment", str(image), "--out", str(out), "--method", "segformer", *flags(**RANDOM)]) == 0
+    with Image.open(image) as source, Image.open(out / f"{image.stem}_labels.png") as labels:
+        assert labels.size == source.size and np.array(labels).max() <= 18
+    manifest = json.loads((out / SEGMENT_MANIFEST).read_text())
+    assert manifest["label_ids"] == "consistent" and manifest["method"] == "segformer"
+    assert manifest["model"] == "tiny-random"
+    with pytest.raises(SystemExit):  # shared centres are EmerDiff's features' only
+        main(["segment", str(image), "--out", str(out), "--method", "dino", "--consistent", *flags(**RANDOM)])
+
+
+def test_sweep_with_dino_sweeps_what_dino_reads(tmp_path, capsys):
+    image = sample_images()[0]
+    settings = {k: v for k, v in TINY.items() if k != "num_masks"}  # K is swept here, not set
+    assert main(["sweep", str(image), "--out", str(tmp_path), "--method", "dino",
+                 *[arg for name, value in {**settings, **RANDOM}.items()
+                   for arg in (f"--{name.replace('_', '-')}", str(value))]]) == 0
+    swept = {setting for point in json.loads((tmp_path / "sweep.json").read_text())["points"]
+             for setting in point["setting"]}
+    assert swept == {"K", "processing"}  # as the table names them
+
+
+@pytest.mark.parametrize("method", ["dino", "segformer"])
+def test_bag_segments_with_either_method(tmp_path, carla_frame, method):
+    source = write_bag(tmp_path / "in", carla_frame, frames=2)
+    assert main(["bag", str(source), str(tmp_path / "out"), "--method", method, *flags(**RANDOM)]) == 0
+    labels = read_back(tmp_path / "out")["/emerdiff/labels"]
+    assert len(labels) == 2 and all((m.width, m.height) == (800, 600) for m in labels)
+    assert bag_ids_consistent(bag_custom_data(tmp_path / "out"))  # tracked clusters (dino) or class ids (segformer)
 
 
 # --- emerdiff compare --------------------------------------------------------------------------------
