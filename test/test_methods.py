@@ -90,6 +90,23 @@ def test_a_method_runs_only_on_its_own_segmenter(dino):
         dino.segment(np.zeros((64, 64, 3), np.uint8), method="segformer")
 
 
+def test_local_folders_load_dino_v1_and_segformer_checkpoints(tmp_path, segformer, street):
+    """A transformers folder loads as the hub's would: a DINO v1 ViT (CLS token only, position embeddings
+    interpolated), and the tiny SegFormer saved and loaded back labels exactly as before."""
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8,
+                       image_size=64), add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    segformer.model.network.save_pretrained(tmp_path / "segformer")
+    config = CONFIG.replace(dino_model=str(tmp_path / "vit"), segformer_model=str(tmp_path / "segformer"))
+    vit = load_segmenter(config, "dino")
+    result = vit.segment(street)
+    assert result.labels.shape == street.shape[:2] and len(np.unique(result.labels)) <= CONFIG.num_masks
+    assert result.smoke_note is None  # loaded weights, whatever they are
+    loaded = load_segmenter(config, "segformer").segment(street)
+    assert (loaded.labels == segformer.segment(street).labels).all()
+
+
 def test_missing_checkpoints_say_what_to_do(tmp_path):
     for setting, method in (("dino_model", "dino"), ("segformer_model", "segformer")):
         with pytest.raises(CheckpointError) as error:
