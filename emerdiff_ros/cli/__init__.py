@@ -11,7 +11,7 @@ import sys
 
 from ..carla import command as carla
 from ..engine.checkpoints import CheckpointError
-from . import bag, bench, demo, evaluate, segment, sweep
+from . import bag, bench, compare, demo, evaluate, segment, sweep
 from .errors import USER_ERRORS, UsageError
 
 # name -> (module, help), in the order --help lists them
@@ -21,12 +21,13 @@ COMMANDS = {
     "bag": (bag, "segment rosbag2 or ROS 1 bags into new rosbag2s with the node's outputs"),
     "sweep": (sweep, "compare K, lambda, t_m and the method's open choices on one image"),
     "eval": (evaluate, "score label images against ground truth (Hungarian matching)"),
+    "compare": (compare, "segment frames with emerdiff, lowres, dino and segformer (supervised) and score them all"),
     "carla": (carla, "drive the CARLA rig of config/carla_sensors.json: native ROS 2 or a recorded rosbag2 "
                      "(needs the carla client and a server)"),
     "demo": (demo, "segment the bundled CARLA frames (falls back to a smoke run)"),
 }
 # Every output is written whole, then renamed: an interrupted run of these finishes with --resume.
-RESUMABLE = {"segment", "bag"}
+RESUMABLE = {"segment", "bag", "compare"}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

@@ -58,8 +58,12 @@ def settings_from_args(args: argparse.Namespace) -> StreamSettings:
 
 
 def add_method_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=METHODS, default="emerdiff",
-                        help="emerdiff (default) or lowres: the paper's baseline, the same masks upsampled bilinearly")
+    parser.add_argument("--method", choices=METHODS, default="emerdiff", help=METHOD_HELP)
+
+
+METHOD_HELP = ("emerdiff (default); lowres: the paper's baseline, the same masks upsampled bilinearly; dino: k-means "
+               "on DINO ViT patch features (--dino-model); segformer: a SUPERVISED Cityscapes SegFormer, a reference "
+               "(--segformer-model)")
 
 
 def add_ray_flags(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..engine.config import config_fields
 from ..scoring import ScoringError
-from ..tools.sweep import SWEEPS, shown
+from ..tools.sweep import BASELINE_SWEEPS, SWEEPS, shown
 from .errors import UsageError, user_path
 from .flags import add_config_flags, add_ground_truth_flags, add_method_flag, config_from_args, ground_truth_from_args
 
@@ -37,14 +37,15 @@ def _on_off(text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import Segmenter
+    from ..engine import load_segmenter
     from ..scoring import read_label_image
     from ..tools.images import read_rgb
     from ..tools.sweep import run_sweep, save, table
 
     config = config_from_args(args)
     chosen = {attr: getattr(args, attr) for attr in SWEEPS if getattr(args, attr)}
-    sweeps = chosen or {attr: values for attr, (_, values) in SWEEPS.items()}
+    swept = BASELINE_SWEEPS.get(args.method, SWEEPS)  # by default, what the method reads
+    sweeps = chosen or {attr: values for attr, (_, values) in SWEEPS.items() if attr in swept}
     if (args.gt is None) != (args.gt_format is None and args.class_map is None):
         raise UsageError("--gt and its encoding (--gt-format or --class-map) go together")
     if args.grid and not chosen:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             gt = fmt.decode(read_label_image(args.gt, fmt.encoding))
         except ScoringError as exc:
             raise ScoringError(f"{args.gt}: {exc}") from None
-    segmenter = Segmenter.load(config)
+    segmenter = load_segmenter(config, args.method)
     points = run_sweep(segmenter, image, sweeps, grid=args.grid, method=args.method, gt=gt, gt_format=fmt)
     with user_path(args.out):
         written = save(points, image, args.out, segmenter.model.smoke_note)

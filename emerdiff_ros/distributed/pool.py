@@ -88,9 +88,9 @@ class RayRunner:
     """Workers on the Ray cluster this process is connected to (ray.init first; see cluster.connect)."""
 
     def __init__(self, config: EmerDiffConfig, workers: int | None = None, *, gpus_per_worker: float | None = None,
-                 cpus_per_worker: float | None = None, in_flight: int = IN_FLIGHT):
+                 cpus_per_worker: float | None = None, in_flight: int = IN_FLIGHT, method: str = "emerdiff"):
         self._ray = ray = import_ray()
-        self.config = config
+        self.config, self.method = config, method  # each worker loads the model the method runs
         self.in_flight = in_flight
         self.threads = ThreadSettings.here()
         self.plan = plan_workers(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker,
@@ -206,7 +206,7 @@ class RayRunner:
         self.close()
 
     def _start(self, worker: _Worker) -> None:
-        worker.actor = self._actor_class.remote(self.config, self.threads)
+        worker.actor = self._actor_class.remote(self.config, self.threads, self.method)
         worker.info = None
         self._starting[worker.actor.start.remote()] = worker
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import threadpoolctl
 import torch
 
-from ..engine import EmerDiffConfig, Segmenter
+from ..engine import EmerDiffConfig, load_segmenter
 from ..engine.jobs import Job
 
 
@@ -48,14 +48,14 @@ class WorkerInfo:
 class SegmentWorker:
     """Made a Ray actor by the pool (ray.remote), so this module needs no Ray."""
 
-    def __init__(self, config: EmerDiffConfig, threads: ThreadSettings):
+    def __init__(self, config: EmerDiffConfig, threads: ThreadSettings, method: str = "emerdiff"):
         threads.apply()
-        self._config = config
-        self._segmenter: Segmenter | None = None
+        self._config, self._method = config, method
+        self._segmenter = None  # loaded by start()
 
     def start(self) -> WorkerInfo:
         """Load the model (the pool sends jobs only after this returns)."""
-        self._segmenter = Segmenter.load(self._config)
+        self._segmenter = load_segmenter(self._config, self._method)
         model = self._segmenter.model
         return WorkerInfo(socket.gethostname(), os.getpid(), str(model.device), model.smoke_note)
 

@@ -7,12 +7,15 @@ so `emerdiff --help` and the CLI's flag parsing stay fast; the model and the seg
 from importlib import import_module
 
 _HOMES = {
-    "config": ("PRESETS", "EmerDiffConfig", "ParamSpec", "config_fields", "METHODS"),
+    "config": ("PRESETS", "EmerDiffConfig", "ParamSpec", "config_fields", "METHODS", "BASELINE_METHODS",
+               "DIFFUSION_METHODS"),
     "errors": ("ConfigError",),
     "checkpoints": ("CheckpointError",),
     "masks": ("LowResMasks",),
     "models": ("RANDOM_MODELS", "DiffusionModel", "load_model"),
     "segmenter": ("EncodedFrame", "Segmentation", "Segmenter"),
+    "baselines": ("DinoSegmenter", "SegformerSegmenter"),
+    "methods": ("load_segmenter",),
     "stats": ("FrameStats",),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}

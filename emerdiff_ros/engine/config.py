@@ -36,7 +36,16 @@ PROCESSING_MODES = ("keep_aspect", "square", "center_crop")
 # signed RGB difference of the two images before the norm.
 BLUR_TARGETS = ("difference_map", "images")
 # emerdiff: the paper's method. lowres: its baseline, the same masks upsampled bilinearly to the image.
-METHODS = ("emerdiff", "lowres")
+DIFFUSION_METHODS = ("emerdiff", "lowres")
+# The CARLA study's two other methods. dino: k-means on a self-supervised ViT's patch features, upsampled
+# bilinearly. segformer: a supervised Cityscapes segmenter (a reference, not an unsupervised competitor).
+BASELINE_METHODS = ("dino", "segformer")
+METHODS = DIFFUSION_METHODS + BASELINE_METHODS
+CLASS_ID_METHODS = ("segformer",)  # their label values are classes: the same in every frame, nothing to track
+DEFAULT_DINO_MODEL = "facebook/dinov2-base"
+DINO_V1_MODEL = "facebook/dino-vitb16"  # the study's ViT-B/16
+DEFAULT_SEGFORMER_MODEL = "nvidia/segformer-b5-finetuned-cityscapes-1024-1024"
+FAST_SEGFORMER_MODEL = "nvidia/segformer-b0-finetuned-cityscapes-1024-1024"
 
 
 def param(default: Any, description: str, *, low=None, high=None, choices=None, name=None, length=None,
@@ -123,6 +132,14 @@ class EmerDiffConfig:
         DEFAULT_MODEL, "Hugging Face id or local diffusers folder of an SD 1.x/2.x checkpoint, or tiny-random",
         read_only=True,
     )
+    dino_model: str = param(
+        DEFAULT_DINO_MODEL, "method dino: Hugging Face id or local transformers folder of a DINOv2 or DINO ViT "
+        f"({DINO_V1_MODEL} is the study's ViT-B/16), or tiny-random", read_only=True,
+    )
+    segformer_model: str = param(
+        DEFAULT_SEGFORMER_MODEL, "method segformer (supervised): Hugging Face id or local transformers folder of a "
+        f"Cityscapes SegFormer ({FAST_SEGFORMER_MODEL} for speed), or tiny-random", read_only=True,
+    )
     device: str = param("auto", "torch device: auto, cpu, cuda, cuda:N", read_only=True)
     dtype: str = param("auto", "weights dtype: auto (float16 on GPU, float32 on CPU)",
                        choices=("auto", "float32", "float16", "bfloat16"), read_only=True)
@@ -160,6 +177,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # rest (injection on, t_f = 1, keep_aspect); `emerdiff sweep` re-decides K and them on a user's GPU.
     "carla": {"num_masks": 15},
 }
+
+
+def method_model(config: EmerDiffConfig, method: str) -> str:
+    """The checkpoint a method runs: dino_model, segformer_model, or the Stable Diffusion model."""
+    return {"dino": config.dino_model, "segformer": config.segformer_model}.get(method, config.model)
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, ...]": tuple}

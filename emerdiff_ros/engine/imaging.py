@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .labels import no_label
+
 LATENT_MULTIPLE = 64  # SD's VAE divides by 8 and the UNet halves three more times
 
 
@@ -97,3 +99,33 @@ def difference_map(plus: torch.Tensor, minus: torch.Tensor, sigma: float, target
     if target != "difference_map":
         raise ValueError(f"blur target must be difference_map or images, got {target!r}")
     return gaussian_blur(difference.norm(dim=1, keepdim=True), sigma)[:, 0]
+
+
+def argmax_upsampled(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """argmax over k of the maps bilinearly resized to size = (width, height), in bounded memory."""
+    width, height = size
+    group = max(1, 2**26 // (width * height))
+    best_value = best_index = None
+    for first in range(0, len(maps), group):
+        resized = F.interpolate(maps[None, first : first + group], size=(height, width), mode="bilinear",
+                                align_corners=False)[0]
+        value, index = resized.max(0)
+        index += first
+        if best_value is None:
+            best_value, best_index = value, index
+        else:
+            better = value > best_value
+            best_value = torch.where(better, value, best_value)
+            best_index = torch.where(better, index, best_index)
+    return best_index
+
+
+def place_in_frame(labels: np.ndarray, image_size: tuple[int, int], processing: str) -> np.ndarray:
+    """The crop's labels in place in an input-sized label image, no label around them."""
+    left, top, right, bottom = crop_box(*image_size, processing)
+    if (right - left, bottom - top) == tuple(image_size):
+        return labels
+    width, height = image_size
+    full = np.full((height, width), no_label(labels.dtype), dtype=labels.dtype)
+    full[top:bottom, left:right] = labels
+    return full

@@ -14,11 +14,13 @@ from typing import Iterable, Iterator, Protocol, TypeVar
 import numpy as np
 import torch
 
+from .baselines import DinoSegmenter, SegformerSegmenter
 from .config import EmerDiffConfig
 from .segmenter import EncodedFrame, Segmentation, Segmenter
 from .stats import FrameStats
 
 K = TypeVar("K")
+SEGMENTERS = (Segmenter, DinoSegmenter, SegformerSegmenter)  # what runs jobs in this process, one per method
 
 
 @dataclass
@@ -115,6 +117,6 @@ class LocalRunner:
         return []
 
 
-def runner_for(engine: Segmenter | FrameRunner) -> FrameRunner:
+def runner_for(engine: Segmenter | DinoSegmenter | SegformerSegmenter | FrameRunner) -> FrameRunner:
     """A runner for a segmenter (this process), or the runner itself (a pool of workers)."""
-    return LocalRunner(engine) if isinstance(engine, Segmenter) else engine
+    return LocalRunner(engine) if isinstance(engine, SEGMENTERS) else engine

@@ -13,6 +13,7 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -23,6 +24,12 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 RANDOM_MODELS = ("tiny-random", "sd21-random")
+T = TypeVar("T")
+
+
+def smoke_note(name: str, random_weights: bool) -> str | None:
+    """What every output of a random-weight model says about itself."""
+    return f"SMOKE RUN: '{name}' has random weights; the labels are meaningless" if random_weights else None
 
 
 @dataclass
@@ -38,9 +45,7 @@ class DiffusionModel:
 
     @property
     def smoke_note(self) -> str | None:
-        if not self.random_weights:
-            return None
-        return f"SMOKE RUN: '{self.name}' has random weights; the labels are meaningless"
+        return smoke_note(self.name, self.random_weights)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -101,6 +106,42 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def load_cache_first(spec: str, load: Callable[[str, dict], T], setting: str = "model") -> T:
+    """load(source, options) of a local folder, or of a hub id from the cache first, then the hub if reachable.
+
+    setting names the configuration field the spec came from, for the CheckpointError's advice.
+    """
+    folder = Path(spec).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise CheckpointError(spec, "it is a file, not a folder.", setting)
+        attempts = [dict()]
+        source = str(folder)
+    elif spec.startswith(("/", ".", "~")):
+        raise CheckpointError(spec, "no such folder.", setting)
+    else:
+        source = spec
+        # Cache first: no network call at all when the checkpoint is already there.
+        attempts = [dict(local_files_only=True)] + ([dict()] if _hub_reachable() else [])
+
+    last_error: Exception | None = None
+    for kwargs in attempts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return load(source, kwargs)
+        except Exception as exc:  # diffusers/transformers/hub raise many types for "not there"
+            last_error = exc
+    first_line = str(last_error).strip().splitlines()[0] if last_error else ""
+    if folder.exists():
+        reason = f"the local folder cannot be loaded ({first_line})."
+    elif len(attempts) == 1:  # the cache's "no file named config.json" would mislead: nothing is cached
+        reason = "it is neither in the Hugging Face cache nor reachable (no network to the hub)."
+    else:
+        reason = f"it is not in the Hugging Face cache, and downloading it failed ({first_line})."
+    raise CheckpointError(spec, reason, setting) from last_error
+
+
 def _pretrained_model(spec: str, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -119,35 +160,11 @@ def _pretrained_model(spec: str, dtype: torch.dtype):
         missing = [name for name, _, _ in parts if not (folder / name).is_dir()]
         if missing:
             raise CheckpointError(spec, f"the folder has no {', '.join(missing)}/.")
-        attempts = [dict()]
-        source = str(folder)
-    elif spec.startswith(("/", ".", "~")):
-        raise CheckpointError(spec, "no such folder.")
-    else:
-        source = spec
-        # Cache first: no network call at all when the checkpoint is already there.
-        attempts = [dict(local_files_only=True)] + ([dict()] if _hub_reachable() else [])
 
-    last_error: Exception | None = None
-    for kwargs in attempts:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                loaded = {name: cls.from_pretrained(source, subfolder=name, **options, **kwargs)
-                          for name, cls, options in parts}
-            break
-        except Exception as exc:  # diffusers/transformers/hub raise many types for "not there"
-            last_error = exc
-    else:
-        first_line = str(last_error).strip().splitlines()[0] if last_error else ""
-        if folder.exists():
-            reason = f"the local folder cannot be loaded ({first_line})."
-        elif len(attempts) == 1:  # the cache's "no file named config.json" would mislead: nothing is cached
-            reason = "it is neither in the Hugging Face cache nor reachable (no network to the hub)."
-        else:
-            reason = f"it is not in the Hugging Face cache, and downloading it failed ({first_line})."
-        raise CheckpointError(spec, reason) from last_error
+    def load(source: str, kwargs: dict) -> dict:
+        return {name: cls.from_pretrained(source, subfolder=name, **options, **kwargs) for name, cls, options in parts}
 
+    loaded = load_cache_first(spec, load)
     embedding = _empty_prompt_embedding(loaded["tokenizer"], loaded["text_encoder"])
     return loaded["unet"], loaded["vae"], loaded["scheduler"], embedding
 

@@ -18,14 +18,13 @@ from typing import Callable, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .attention import (QueryCapture, SharedAttention, StopForward, attention_layer_names, attention_processors,
                         layer_grid)
-from .config import METHODS, EmerDiffConfig
+from .config import DIFFUSION_METHODS, EmerDiffConfig
 from .errors import ConfigError
-from .imaging import as_rgb, crop_box, difference_map, processing_size, to_model_input
-from .labels import label_dtype, no_label
+from .imaging import argmax_upsampled, as_rgb, crop_box, difference_map, place_in_frame, processing_size, to_model_input
+from .labels import label_dtype
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
 from .models import DiffusionModel, load_model
 from .prefix import shared_prefix
@@ -51,7 +50,7 @@ class EncodedFrame:
 @dataclass
 class Segmentation:
     labels: np.ndarray  # (H, W) at the input size: uint8, or uint16 when K > 255; no_label() outside a crop
-    masks: LowResMasks  # the low-resolution masks and their centres
+    masks: LowResMasks | None  # the low-resolution masks and their centres (None: segformer, its ids are classes)
     stats: FrameStats
     smoke_note: str | None  # set when the model has random weights
 
@@ -84,8 +83,9 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, centers: np.ndarray | None = None, method: str = "emerdiff") -> Segmentation:
         """Labels for an RGB uint8 image; with centers, the masks come from those cluster centres."""
-        if method not in METHODS:
-            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if method not in DIFFUSION_METHODS:
+            raise ConfigError(f"Segmenter runs {', '.join(DIFFUSION_METHODS)}, not {method!r}: load_segmenter(config, "
+                              f"{method!r}) loads that method's model")
         with FrameStats.frame(self.model.device) as stats:
             frame = self.encode(image, stats)
             features = self.features(frame, stats)
@@ -142,7 +142,7 @@ class Segmenter:
         latents = self.modulated_latents(frame, masks.grid, ids, stats)
         differences = self.difference_maps(latents, stats)
         with stats.stage("labels"):
-            winner = _argmax_upsampled(differences, self._crop_size(frame)).cpu().numpy()
+            winner = argmax_upsampled(differences, self._crop_size(frame)).cpu().numpy()
             labels = self._at_input_size(ids[winner].astype(label_dtype(masks.num_masks)), frame)
         return labels
 
@@ -154,7 +154,7 @@ class Segmenter:
         with stats.stage("labels"):
             cells = torch.as_tensor(masks.grid, device=frame.latent.device)
             maps = (cells[None] == torch.as_tensor(ids, device=cells.device)[:, None, None]).float()
-            winner = _argmax_upsampled(maps, self._crop_size(frame)).cpu().numpy()
+            winner = argmax_upsampled(maps, self._crop_size(frame)).cpu().numpy()
         return self._at_input_size(ids[winner].astype(label_dtype(masks.num_masks)), frame)
 
     def inverted_latents(self, frame: EncodedFrame) -> tuple[int, torch.Tensor]:
@@ -257,14 +257,7 @@ class Segmenter:
         return right - left, bottom - top
 
     def _at_input_size(self, labels: np.ndarray, frame: EncodedFrame) -> np.ndarray:
-        """The crop's labels in place in an input-sized label image, no label around them."""
-        if self._crop_size(frame) == frame.image_size:
-            return labels
-        left, top, right, bottom = self._crop_box(frame)
-        width, height = frame.image_size
-        full = np.full((height, width), no_label(labels.dtype), dtype=labels.dtype)
-        full[top:bottom, left:right] = labels
-        return full
+        return place_in_frame(labels, frame.image_size, self.config.processing)
 
     def _adaptive(self, attr: str, floor: int, run: Callable[[int], T]) -> T:
         """run(limit) with the batch limit self.<attr>, halved after each CUDA out-of-memory error."""
@@ -279,21 +272,3 @@ class Segmenter:
                 torch.cuda.empty_cache()
                 log.warning("out of GPU memory at %s=%d; retrying with %d", attr.strip("_"), limit, getattr(self, attr))
 
-
-def _argmax_upsampled(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """argmax over k of the maps bilinearly resized to size = (width, height), in bounded memory."""
-    width, height = size
-    group = max(1, 2**26 // (width * height))
-    best_value = best_index = None
-    for first in range(0, len(maps), group):
-        resized = F.interpolate(maps[None, first : first + group], size=(height, width), mode="bilinear",
-                                align_corners=False)[0]
-        value, index = resized.max(0)
-        index += first
-        if best_value is None:
-            best_value, best_index = value, index
-        else:
-            better = value > best_value
-            best_value = torch.where(better, value, best_value)
-            best_index = torch.where(better, index, best_index)
-    return best_index

@@ -23,8 +23,9 @@ class SegmentedFrame:
 
 
 def stable_labels(tracker: LabelTracker, result: Segmentation, track: bool) -> np.ndarray:
-    """The frame's labels with stable values (its own cluster ids when not tracking); frames in stamp order."""
-    if not track:
+    """The frame's labels with stable values (its own cluster ids when not tracking); frames in stamp order.
+    Class ids (segformer: no masks) are stable already."""
+    if not track or result.masks is None:
         return result.labels
     ids = tracker.assign(result.masks.centers)
     size = max(tracker.size, result.masks.num_masks)

@@ -30,6 +30,7 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from ..engine import Segmenter
+from ..engine.config import CLASS_ID_METHODS
 from ..engine.jobs import FrameRunner, SegmentJob, runner_for
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
 from ..runtime.counters import Count
@@ -105,6 +106,7 @@ def segment_bag(engine: Segmenter | FrameRunner, settings: StreamSettings, src: 
     """Segment src into the new bag dst, here (a Segmenter) or on a pool of workers (a runner): the
     bags are the same."""
     runner = runner_for(engine)
+    ids_consistent = settings.track_labels or method in CLASS_ID_METHODS  # tracked ids and classes are stable
     src, dst = src.resolve(), dst.resolve()
     if every < 1:
         raise BagError(f"--every must be at least 1, got {every}")
@@ -130,7 +132,7 @@ def segment_bag(engine: Segmenter | FrameRunner, settings: StreamSettings, src: 
         writing = work / "output" / dst.name
         shutil.rmtree(writing, ignore_errors=True)
         _write(reader, topics, settings, index, every, work, writing, STORAGES[storage], summary, progress,
-               bag_custom_data(src).get(BAG_CARLA_VERSION_KEY))
+               bag_custom_data(src).get(BAG_CARLA_VERSION_KEY), ids_consistent)
     os.replace(writing, dst)
     shutil.rmtree(work)
     return summary
@@ -281,12 +283,12 @@ class _Pending:
 
 
 def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress,
-           carla_version: str | None):
+           carla_version: str | None, ids_consistent: bool):
     """Copy every message and add each frame's outputs (as the node makes them) after its last input."""
     store = get_typestore(Stores.ROS2_KILTED)
     step = FrameStep(settings)
     writer = Writer(out, version=9, storage_plugin=storage)
-    writer.set_custom_data(BAG_LABEL_IDS_KEY, ids_value(settings.track_labels))  # tracked ids are stable
+    writer.set_custom_data(BAG_LABEL_IDS_KEY, ids_value(ids_consistent))
     if summary.smoke_note:
         writer.set_custom_data(BAG_SMOKE_KEY, summary.smoke_note)
     if carla_version:  # what made the ground truth in the bag, so eval decodes it with the right numbering

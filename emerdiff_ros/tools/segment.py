@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..engine import EmerDiffConfig, Segmentation, Segmenter
+from ..engine.config import BASELINE_METHODS, CLASS_ID_METHODS, method_model
 from ..engine.jobs import FeaturesJob, FrameFeatures, FrameRunner, LabelJob, SegmentJob, runner_for
 from ..engine.masks import kmeans_masks
 from ..runtime.palette import overlay
@@ -32,6 +33,8 @@ class SegmentSummary:
     failed: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     masks: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the segmented frames' files, in the order of seconds
+    peak_memory_mb: list[float] = field(default_factory=list)  # FrameStats.peak_memory_mb of each
     smoke_note: str | None = None
     fit_seconds: float | None = None  # fitting the shared centres (--consistent)
     wall_seconds: float = 0.0
@@ -67,8 +70,9 @@ def check_unique_stems(images: list[Path]) -> None:
 def save_segmentation(out_dir: Path, image_path: Path, rgb: np.ndarray, result: Segmentation, model: str) -> None:
     """Both PNGs, each written to a temporary name first so an interrupted run leaves no half file."""
     labels_path, overlay_path = output_paths(out_dir, image_path)
-    description = (f"emerdiff_ros {__version__} labels of {image_path.name}; model={model}; "
-                   f"clusters={result.masks.num_masks}" + (f"; {result.smoke_note}" if result.smoke_note else ""))
+    ids = "Cityscapes train ids" if result.masks is None else f"clusters={result.masks.num_masks}"
+    description = (f"emerdiff_ros {__version__} labels of {image_path.name}; model={model}; {ids}"
+                   + (f"; {result.smoke_note}" if result.smoke_note else ""))
     for final, write in (
         (overlay_path, lambda p: write_overlay(p, overlay(rgb, result.labels), description, result.smoke_note)),
         (labels_path, lambda p: write_labels(p, result.labels, description)),  # last: it marks the frame done
@@ -193,14 +197,19 @@ def segment_images(engine: Segmenter | FrameRunner, images: list[Path], out_dir:
     runner = runner_for(engine)
     config = runner.config
     check_unique_stems(images)
+    if consistent and method in BASELINE_METHODS:
+        raise SegmentError(f"--consistent fits shared centres on EmerDiff's features; {method} cannot take it yet"
+                           + (" (its ids are classes, the same in every frame already)" if method in CLASS_ID_METHODS
+                              else ""))
+    ids_consistent = consistent or method in CLASS_ID_METHODS
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out_dir, consistent, resume)
+    _check_manifest(out_dir, ids_consistent, resume)
     summary = SegmentSummary(smoke_note=runner.smoke_note)
     if not resume:
         (out_dir / CENTERS_FILE).unlink(missing_ok=True)
         shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
-    write_segment_manifest(out_dir, consistent, centers=CENTERS_FILE if consistent else None, method=method,
-                           model=config.model, smoke_run=runner.smoke_note, params=config.as_params())
+    write_segment_manifest(out_dir, ids_consistent, centers=CENTERS_FILE if consistent else None, method=method,
+                           model=method_model(config, method), smoke_run=runner.smoke_note, params=config.as_params())
     centers = shared_centers(runner, images, out_dir, summary, progress) if consistent else None
 
     def jobs():
@@ -220,11 +229,13 @@ def segment_images(engine: Segmenter | FrameRunner, images: list[Path], out_dir:
 
     with tqdm(total=len(images), desc="segment", unit="frame", disable=not progress) as bar:
         for (path, rgb), result in runner.run(jobs()):
-            save_segmentation(out_dir, path, rgb, result, config.model)
+            save_segmentation(out_dir, path, rgb, result, method_model(config, method))
             _cached(out_dir, path).unlink(missing_ok=True)
             summary.done += 1
             summary.seconds.append(result.stats.seconds)
             summary.masks.append(result.stats.masks)
+            summary.names.append(path.name)
+            summary.peak_memory_mb.append(result.stats.peak_memory_mb)
             bar.update()
     shutil.rmtree(out_dir / FEATURES_DIR, ignore_errors=True)
     summary.wall_seconds = time.perf_counter() - start

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.config import BLUR_TARGETS, MODULATION_POINTS, PROCESSING_MODES, EmerDiffConfig
+from ..engine.config import BASELINE_METHODS, BLUR_TARGETS, MODULATION_POINTS, PROCESSING_MODES, EmerDiffConfig
 from ..runtime.palette import overlay
 from ..scoring import ClassMap, ScoringError, confusion, match
 
 if TYPE_CHECKING:  # the engine loads torch: the CLI reads SWEEPS to build its flags without it
-    from ..engine import Segmenter
+    from ..engine import DinoSegmenter, SegformerSegmenter, Segmenter
 
 # parameter -> (label, values tried when none are given): the CARLA study's values for K, lambda and
 # t_m, every choice for the categorical ones.
@@ -36,6 +36,8 @@ SWEEPS = {
     "processing": ("processing", list(PROCESSING_MODES)),
     "attention_injection": ("injection", [True, False]),
 }
+# The swept parameters dino and segformer read (the others are EmerDiff's own).
+BASELINE_SWEEPS = {"dino": ("num_masks", "processing"), "segformer": ("processing",)}
 # The configuration fields each cached stage depends on.
 ENCODING = ("processing", "resolution")
 FEATURES = ENCODING + ("feature_timestep", "feature_draws", "feature_layer", "seed")
@@ -64,7 +66,8 @@ def settings(sweeps: dict[str, list], grid: bool = False) -> list[dict[str, Any]
     return [{parameter: value} for parameter, values in sweeps.items() for value in values]
 
 
-def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], *, grid: bool = False,
+def run_sweep(segmenter: Segmenter | DinoSegmenter | SegformerSegmenter, image: np.ndarray, sweeps: dict[str, list],
+              *, grid: bool = False,
               method: str = "emerdiff", gt: np.ndarray | None = None,
               gt_format: ClassMap | None = None) -> list[SweepPoint]:
     """gt: the image's class indices as gt_format.decode() gives them."""
@@ -75,6 +78,12 @@ def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], 
     for setting in settings(sweeps, grid):
         run = segmenter.with_config(**setting)
         cfg = run.config
+        if method in BASELINE_METHODS:  # one network pass per frame: nothing worth keeping between settings
+            if cfg not in results:
+                start = time.perf_counter()
+                results[cfg] = run.segment(image, method=method).labels, time.perf_counter() - start
+            points.append(_point(setting, *results[cfg], gt, gt_format))
+            continue
         encoding, feature_key, clustering = (_key(cfg, fields) for fields in (ENCODING, FEATURES, CLUSTERING))
         if encoding not in frames:
             frames[encoding] = run.encode(image)
@@ -88,12 +97,16 @@ def run_sweep(segmenter: Segmenter, image: np.ndarray, sweeps: dict[str, list], 
             mask = masks[clustering]
             labels = run.refine(frame, mask) if method == "emerdiff" else run.lowres(frame, mask)
             results[cfg] = labels, time.perf_counter() - start
-        labels, seconds = results[cfg]
-        miou = None
-        if gt is not None:
-            miou = 100 * match(confusion(labels, gt, len(gt_format.classes)), gt_format.classes).scores.miou
-        points.append(SweepPoint(setting, labels, seconds, miou))
+        points.append(_point(setting, *results[cfg], gt, gt_format))
     return points
+
+
+def _point(setting: dict[str, Any], labels: np.ndarray, seconds: float, gt: np.ndarray | None,
+           gt_format: ClassMap | None) -> SweepPoint:
+    miou = None
+    if gt is not None:
+        miou = 100 * match(confusion(labels, gt, len(gt_format.classes)), gt_format.classes).scores.miou
+    return SweepPoint(setting, labels, seconds, miou)
 
 
 def _key(config: EmerDiffConfig, fields: tuple[str, ...]) -> tuple:
