@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .imaging import argmax_upsampled, as_rgb, crop_box, place_in_frame, processing_size
 from .labels import label_dtype
 from .masks import LowResMasks, assign_to_centers, kmeans_masks
-from .models import load_cache_first, resolve_device, resolve_dtype, smoke_note
+from .models import LoadedModel, load_cache_first, resolve_device, resolve_dtype
 from .segmenter import Segmentation
 from .stats import FrameStats
 
@@ -36,19 +36,11 @@ CITYSCAPES_CLASSES = 19  # SegFormer's Cityscapes head: the 19 train ids
 RANDOM_SEED = 1234
 
 
-@dataclass
-class VisionModel:
-    """A transformers network and where it runs; smoke_note as DiffusionModel's."""
+@dataclass(kw_only=True)
+class VisionModel(LoadedModel):
+    """A transformers network and where it runs."""
 
-    name: str
     network: torch.nn.Module
-    device: torch.device
-    dtype: torch.dtype
-    random_weights: bool
-
-    @property
-    def smoke_note(self) -> str | None:
-        return smoke_note(self.name, self.random_weights)
 
 
 def _tiny_dino():
@@ -95,7 +87,7 @@ def load_vision_model(setting: str, config: EmerDiffConfig) -> VisionModel:
     else:
         network = load_cache_first(spec, pretrained, setting)
     network.to(device, dtype).eval().requires_grad_(False)
-    return VisionModel(spec, network, device, dtype, spec == "tiny-random")
+    return VisionModel(name=spec, network=network, device=device, dtype=dtype, random_weights=spec == "tiny-random")
 
 
 class _FrameMethod(ABC):

@@ -27,25 +27,28 @@ RANDOM_MODELS = ("tiny-random", "sd21-random")
 T = TypeVar("T")
 
 
-def smoke_note(name: str, random_weights: bool) -> str | None:
-    """What every output of a random-weight model says about itself."""
-    return f"SMOKE RUN: '{name}' has random weights; the labels are meaningless" if random_weights else None
+@dataclass(kw_only=True)
+class LoadedModel:
+    """A loaded network's name and where it runs; every output of a random-weight one says so."""
 
-
-@dataclass
-class DiffusionModel:
     name: str
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    scheduler: object  # diffusers DDIMScheduler; only its configuration and alphas are used
-    prompt_embedding: torch.Tensor  # (1, tokens, dim): the empty prompt, on device and dtype
     device: torch.device
     dtype: torch.dtype
     random_weights: bool
 
     @property
     def smoke_note(self) -> str | None:
-        return smoke_note(self.name, self.random_weights)
+        if not self.random_weights:
+            return None
+        return f"SMOKE RUN: '{self.name}' has random weights; the labels are meaningless"
+
+
+@dataclass(kw_only=True)
+class DiffusionModel(LoadedModel):
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler: object  # diffusers DDIMScheduler; only its configuration and alphas are used
+    prompt_embedding: torch.Tensor  # (1, tokens, dim): the empty prompt, on device and dtype
 
 
 def resolve_device(spec: str) -> torch.device:
