@@ -158,6 +158,13 @@ class Bridge(Node):
             time.sleep(0.05)
         raise TimeoutError("the emerdiff node's topics did not connect")
 
+    def diagnostics_when(self, ready, timeout: float = 60.0) -> dict[str, str]:
+        """The first diagnostics for which ready(values) holds (they come every diagnostics_period)."""
+        deadline = time.monotonic() + timeout
+        while not ready(values := self.latest_diagnostics()):
+            assert time.monotonic() < deadline, f"diagnostics never got there: {values}"
+        return values
+
     def latest_diagnostics(self, timeout: float = 5.0, status: str = "emerdiff: segmentation") -> dict[str, str]:
         seen = len(self.diagnostics.messages)
         message = self.diagnostics.wait(seen + 1, timeout)[-1]

@@ -45,14 +45,15 @@ class NodeHealth:
             self.last_error = reason
 
 
-def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, state: str, input_rate: float,
-                        processed_rate: float, dropped: int, smoke_note: str | None,
+def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, state: str, method: str,
+                        input_rate: float, processed_rate: float, dropped: int, smoke_note: str | None,
                         live: LiveScore | None = None) -> DiagnosticArray:
     with health.lock:
         counts, stats, latency, error = dict(health.counts), health.last_stats, health.last_latency_s, health.last_error
         timings = dict(health.timings)
     values = {
         "state": state,
+        "method": method,
         "input_rate_hz": f"{input_rate:.2f}",
         "processed_rate_hz": f"{processed_rate:.2f}",
         "dropped_frames": str(dropped),

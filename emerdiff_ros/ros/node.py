@@ -23,7 +23,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
-from ..engine import PRESETS, CheckpointError, ConfigError, EmerDiffConfig, Segmenter
+from ..engine import PRESETS, CheckpointError, ConfigError, EmerDiffConfig, load_segmenter
+from ..engine.config import method_model
 from ..engine.models import resolve_device
 from ..runtime.gate import FrameWorker, LatestFrameGate
 from ..runtime.livescore import LiveScore
@@ -97,8 +98,9 @@ class EmerDiffNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             device = resolve_device(self.config.device)
-            self.get_logger().info(f"loading model {self.config.model!r} on {device} ...")
-            segmenter = Segmenter.load(self.config)
+            self.get_logger().info(f"loading model {method_model(self.config, self.settings.method)!r} on {device} "
+                                   f"({self.settings.method}) ...")
+            segmenter = load_segmenter(self.config, self.settings.method)
         except CheckpointError as exc:  # on one line, as every start-up error, in ROS's words
             self.get_logger().fatal(f"cannot load the model: {' '.join(exc.for_ros().split())}")
             return TransitionCallbackReturn.FAILURE
@@ -117,7 +119,9 @@ class EmerDiffNode(LifecycleNode):
             self.live = LiveScore(scoring, ids_consistent=self.settings.track_labels)
             self._scores = {name: self.create_lifecycle_publisher(Float32, f"~/{name}", OUTPUT_DEPTH)
                             for name in SCORES}
-        self.get_logger().info(f"configured: model {self.config.model!r} on {self.device}, K={self.config.num_masks}")
+        model = method_model(self.config, self.settings.method)
+        self.get_logger().info(f"configured: {self.settings.method}, model {model!r} on {self.device}, "
+                               f"K={self.config.num_masks}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -331,6 +335,11 @@ class EmerDiffNode(LifecycleNode):
         except MessageError as exc:
             self._skip(Count.BAD_IMAGES, "image", f"skipping image: {exc}")
             return
+        except CheckpointError as exc:  # a method switched to at run time whose weights are not here
+            self.health.failed(f"method {settings.method}: {exc.reason}")
+            self._warn(f"checkpoint:{settings.method}", f"method {settings.method} cannot run, frames are skipped "
+                                                       f"until it can: {' '.join(exc.for_ros().split())}")
+            return
         finally:
             clouds, ground_truth = self.sync.release(), self.ground_truth.release()
         wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
@@ -344,6 +353,7 @@ class EmerDiffNode(LifecycleNode):
             self._warn(problem.kind, problem.message)
         if self.live is not None:
             self._score(frame.labels, ground_truth, header)
+        self.smoke_note = frame.segmentation.smoke_note  # the method's model says whether it is a smoke run
         self.processed_rate.tick()
         self.health.frame_done(frame.segmentation.stats, self._latency(stamp), waited, time.monotonic() - started)
 
@@ -383,17 +393,13 @@ class EmerDiffNode(LifecycleNode):
         try:
             config = self.config.replace(**changes_for(EmerDiffConfig, params))
             settings = self.settings.replace(**changes_for(StreamSettings, params))
-            pipeline = self.pipeline
-            segmenter = None if pipeline is None else pipeline.segmenter
-            if segmenter is not None and config != self.config:  # model, device, dtype are read-only
-                segmenter = Segmenter(segmenter.model, config)
+            if self.pipeline is not None:  # checked against the loaded models first: nothing changes on failure
+                self.pipeline.configure(config, settings)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         fov_changed = settings.camera_fov != self.settings.camera_fov
         self.config, self.settings = config, settings
         self.step = FrameStep(settings)
-        if pipeline is not None:
-            pipeline.configure(segmenter, settings)
         if fov_changed and self.lifecycle_state == "active":
             self._said.discard("camera_fov")
             self._follow_camera_fov()
@@ -410,7 +416,8 @@ class EmerDiffNode(LifecycleNode):
                 self._subscribe(name)
         self.diagnostics_pub.publish(diagnostics_message(
             self.health, self.get_clock().now().to_msg(), name=f"{NODE_NAME}: segmentation",
-            hardware_id=self.device, state=self.lifecycle_state, input_rate=self.input_rate.rate(),
+            hardware_id=self.device, state=self.lifecycle_state, method=self.settings.method,
+            input_rate=self.input_rate.rate(),
             processed_rate=self.processed_rate.rate(), dropped=self.gate.replaced, smoke_note=self.smoke_note,
             live=self.live,
         ))

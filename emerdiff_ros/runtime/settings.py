@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..engine.config import check_fields, param
+from ..engine.config import METHODS, check_fields, param
 from ..rig import default_rig
 from ..scoring import CARLA_FAMILIES, DEFAULT_CARLA_VERSION, ClassMap, ground_truth_format
 
@@ -17,6 +17,10 @@ POSE = ("[x, y, z, roll, pitch, yaw] in the vehicle frame (m, degrees; ROS axes 
 
 @dataclass(frozen=True)
 class StreamSettings:
+    method: str = param("emerdiff", "segmentation method: emerdiff (the paper's), lowres (its baseline: the masks "
+                        "upsampled), dino (k-means on DINO features) or segformer (SUPERVISED, Cityscapes classes: a "
+                        "reference); a method's model loads on the worker the first time it is asked for",
+                        choices=METHODS)
     max_rate_hz: float = param(2.0, "most frames segmented per second; 0 = as fast as the GPU allows",
                                low=0.0, high=1000.0)
     sync_slop: float = param(0.025, "seconds a cloud's stamp may differ from the frame's to match it",
