@@ -1,6 +1,7 @@
 """The one set of small but real settings the tool, node and cluster tests run with: the tiny random model
-(and the baselines' tiny random models) on the CPU, a small processing size, few masks and feature draws, and a 10-step schedule (3 modulated
-denoising steps from t_m), so a frame takes a fraction of a second. The code paths are the full ones."""
+(and the baselines' tiny random models) on the CPU, a small processing size, few masks and feature draws,
+and a 10-step schedule (3 modulated denoising steps from t_m), so a frame takes a fraction of a second.
+The code paths are the full ones."""
 
 TINY = dict(model="tiny-random", dino_model="tiny-random", segformer_model="tiny-random", device="cpu",
             resolution=128, num_masks=4, feature_draws=4, kmeans_restarts=1, steps=10)
