@@ -26,8 +26,8 @@ class LaunchError(ValueError):
 SOURCES = {"bridge": {"ground_truth_format": "carla-palette", "carla_version": "0.9.13"},
            "native": {"ground_truth_format": "carla-tags", "carla_version": "0.9.14"}}
 # Node parameters a launch argument of the same name overrides (empty: the params file's value).
-OVERRIDDEN = ("model", "device", "preset", "num_masks", "max_rate_hz", "image_transport", "qos_reliability",
-              "autostart", "shutdown_timeout")
+OVERRIDDEN = ("method", "model", "device", "preset", "num_masks", "max_rate_hz", "image_transport",
+              "qos_reliability", "autostart", "shutdown_timeout")
 SIGTERM_MARGIN_S = 5.0  # after the node's own shutdown budget, before launch sends SIGTERM
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
