@@ -3,6 +3,7 @@ A cluster of its own (2 CPUs), so that what holds its CPUs is known."""
 
 import logging
 import threading
+import time
 
 import pytest
 import ray
@@ -38,12 +39,15 @@ def test_a_busy_cluster_is_waited_for_and_the_wait_is_explained(cluster, monkeyp
     config = EmerDiffConfig.from_preset("paper", model="tiny-random", device="cpu", resolution=128, num_masks=4)
     started = []
     starting = threading.Thread(target=lambda: started.append(RayRunner(config, 1, cpus_per_worker=1)), daemon=True)
+    notice = ("1 of 1 Ray workers not started after 0 s: loading the model, or waiting for room on the cluster "
+              "(each needs 0 GPU and 1 CPU; free now: 0 GPU, 0 CPU)")
     with caplog.at_level(logging.WARNING, logger=pool.__name__):
         starting.start()
-        starting.join(timeout=20)
+        deadline = time.monotonic() + 60
+        while notice not in caplog.text and time.monotonic() < deadline:
+            starting.join(timeout=0.1)
+        assert notice in caplog.text
         assert starting.is_alive() and not started  # queued by Ray behind the other job, not failed
-        assert ("1 of 1 Ray workers not started after 0 s: loading the model, or waiting for room on the cluster "
-                "(each needs 0 GPU and 1 CPU; free now: 0 GPU, 0 CPU)") in caplog.text
     ray.kill(hog)  # the other job ends: the worker starts and the command goes on
     starting.join(timeout=120)
     assert started, "the worker never started after the CPUs were free"
