@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from emerdiff_ros.cli import main
-from emerdiff_ros.engine import CheckpointError, EmerDiffConfig, Segmentation, load_segmenter
+from emerdiff_ros.engine import CheckpointError, Segmentation, load_segmenter
 from emerdiff_ros.engine.stats import FrameStats
 from emerdiff_ros.runtime.pipeline import stable_labels
 from emerdiff_ros.runtime.tracker import LabelTracker
@@ -19,10 +19,9 @@ from emerdiff_ros.tools.images import read_rgb
 from emerdiff_ros.tools.samples import sample_images
 from bag_builder import read_back, write_bag
 from test_evaluate import SHARED, needs_shared
-from tiny import TINY, flags
+from tiny import config, flags
 
-RANDOM = dict(dino_model="tiny-random", segformer_model="tiny-random")
-CONFIG = EmerDiffConfig(**{("num_inference_steps" if k == "steps" else k): v for k, v in TINY.items()}, **RANDOM)
+CONFIG = config()
 PALETTE = SHARED / "carla_cityscapes_palette"
 CARLA_095 = ["nikos134_town03_00183310", "nikos134_town03_00183311"]  # frames of CARLA 0.9.5 (its README)
 
@@ -122,22 +121,20 @@ def test_missing_checkpoints_say_what_to_do(tmp_path):
 def test_segment_with_segformer_records_its_class_ids_as_consistent(tmp_path):
     image = sample_images()[0]
     out = tmp_path / "out"
-    assert main(["segment", str(image), "--out", str(out), "--method", "segformer", *flags(**RANDOM)]) == 0
+    assert main(["segment", str(image), "--out", str(out), "--method", "segformer", *flags()]) == 0
     with Image.open(image) as source, Image.open(out / f"{image.stem}_labels.png") as labels:
         assert labels.size == source.size and np.array(labels).max() <= 18
     manifest = json.loads((out / SEGMENT_MANIFEST).read_text())
     assert manifest["label_ids"] == "consistent" and manifest["method"] == "segformer"
     assert manifest["model"] == "tiny-random"
     with pytest.raises(SystemExit):  # shared centres are EmerDiff's features' only
-        main(["segment", str(image), "--out", str(out), "--method", "dino", "--consistent", *flags(**RANDOM)])
+        main(["segment", str(image), "--out", str(out), "--method", "dino", "--consistent", *flags()])
 
 
 def test_sweep_with_dino_sweeps_what_dino_reads(tmp_path, capsys):
     image = sample_images()[0]
-    settings = {k: v for k, v in TINY.items() if k != "num_masks"}  # K is swept here, not set
-    assert main(["sweep", str(image), "--out", str(tmp_path), "--method", "dino",
-                 *[arg for name, value in {**settings, **RANDOM}.items()
-                   for arg in (f"--{name.replace('_', '-')}", str(value))]]) == 0
+    # K is swept here, not set
+    assert main(["sweep", str(image), "--out", str(tmp_path), "--method", "dino", *flags("num_masks")]) == 0
     swept = {setting for point in json.loads((tmp_path / "sweep.json").read_text())["points"]
              for setting in point["setting"]}
     assert swept == {"K", "processing"}  # as the table names them
@@ -146,7 +143,7 @@ def test_sweep_with_dino_sweeps_what_dino_reads(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["dino", "segformer"])
 def test_bag_segments_with_either_method(tmp_path, carla_frame, method):
     source = write_bag(tmp_path / "in", carla_frame, frames=2)
-    assert main(["bag", str(source), str(tmp_path / "out"), "--method", method, *flags(**RANDOM)]) == 0
+    assert main(["bag", str(source), str(tmp_path / "out"), "--method", method, *flags()]) == 0
     labels = read_back(tmp_path / "out")["/emerdiff/labels"]
     assert len(labels) == 2 and all((m.width, m.height) == (800, 600) for m in labels)
     assert bag_ids_consistent(bag_custom_data(tmp_path / "out"))  # tracked clusters (dino) or class ids (segformer)
@@ -171,7 +168,7 @@ def labelled(tmp_path):
 
 def compare_args(images, labels, out, *extra):
     return ["compare", str(images), "--gt", str(labels), "--gt-format", "carla-palette", "--carla-version", "0.9.5",
-            "--out", str(out), *flags(**RANDOM), *extra]
+            "--out", str(out), *flags(), *extra]
 
 
 @needs_shared
@@ -240,7 +237,7 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     shutil.copy(sample_images()[0], tmp_path / "frame.png")
     with pytest.raises(SystemExit) as exit_:
         main(["compare", str(tmp_path / "frame.png"), "--gt", str(tmp_path / "no-gt"), "--gt-format", "cityscapes-ids",
-              "--out", str(tmp_path / "out"), "--methods", "dino", *flags(**RANDOM)])
+              "--out", str(tmp_path / "out"), "--methods", "dino", *flags()])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("emerdiff compare: error: ")
     assert "no-gt" in err[0]

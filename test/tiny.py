@@ -7,9 +7,10 @@ TINY = dict(model="tiny-random", dino_model="tiny-random", segformer_model="tiny
             resolution=128, num_masks=4, feature_draws=4, kmeans_restarts=1, steps=10)
 
 
-def flags(**changes) -> list[str]:
-    """TINY (with changes) as `emerdiff` command-line flags."""
-    return [arg for name, value in {**TINY, **changes}.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+def flags(*without: str, **changes) -> list[str]:
+    """TINY (with changes, without the settings named) as `emerdiff` command-line flags."""
+    return [arg for name, value in {**TINY, **changes}.items() if name not in without
+            for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def config(preset: str = "paper", **changes):
