@@ -20,6 +20,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
 from ..engine import ConfigError
+from ..node import STOP_SIGNALS
 from ..runtime.outputs import NODE_NAME
 from ..scoring import ScoringError
 from .node import EmerDiffNode
@@ -27,7 +28,6 @@ from .node import EmerDiffNode
 # A bad parameter value, name or type, or an unusable --ros-args: the user's to fix, told in one line.
 START_ERRORS = (ConfigError, ScoringError, ParameterException, NameValidationException, _rclpy.RCLError)
 ROS_ARGUMENTS = "-p name:=value, -r from:=to, --params-file FILE, --log-level LEVEL"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class RosLogHandler(logging.Handler):

@@ -71,7 +71,6 @@ class EmerDiffNode(LifecycleNode):
         self.ground_truth: FrameCompanions[Image] = FrameCompanions(int(self.settings.sync_slop * 1e9))
         self.live: LiveScore | None = None
         self.camera = None  # the latest camera_info's model
-        self.step = FrameStep(self.settings)
         self.pipeline: FramePipeline | None = None
         self.worker: FrameWorker | None = None
         self.smoke_note: str | None = None
@@ -323,7 +322,7 @@ class EmerDiffNode(LifecycleNode):
 
     def _process(self, msg) -> None:
         waited, started = self.gate.last_wait, time.monotonic()
-        header, settings, pipeline, step = msg.header, self.settings, self.pipeline, self.step
+        header, settings, pipeline = msg.header, self.settings, self.pipeline
         stamp, slop = stamp_ns(header.stamp), int(settings.sync_slop * 1e9)
         # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
         # long it takes to segment and however far the drive goes on meanwhile.
@@ -343,7 +342,7 @@ class EmerDiffNode(LifecycleNode):
         finally:
             clouds, ground_truth = self.sync.release(), self.ground_truth.release()
         wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
-        result = step(rgb, frame.labels, clouds, self.camera, wanted)
+        result = FrameStep(settings)(rgb, frame.labels, clouds, self.camera, wanted)
         for output in result.outputs:
             out_header = header if output.frame_id is None else Header(stamp=header.stamp, frame_id=output.frame_id)
             self._outputs[output.name].publish(to_layout_message(OUTPUTS[output.name], output.layout, out_header))
@@ -399,7 +398,6 @@ class EmerDiffNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=str(exc))
         fov_changed = settings.camera_fov != self.settings.camera_fov
         self.config, self.settings = config, settings
-        self.step = FrameStep(settings)
         if fov_changed and self.lifecycle_state == "active":
             self._said.discard("camera_fov")
             self._follow_camera_fov()
