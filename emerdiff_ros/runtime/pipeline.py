@@ -52,11 +52,6 @@ class FramePipeline:
         self._segmenters = {family(settings.method): segmenter}
         self.config, self.settings = segmenter.config, settings
 
-    @property
-    def segmenter(self) -> Segmenter:
-        """The segmenter of the method the settings name (loaded already, or None while it is not)."""
-        return self._segmenters.get(family(self.settings.method))
-
     def configure(self, config: EmerDiffConfig, settings: StreamSettings) -> None:
         """Use new method parameters or settings from the next frame on. Raises ConfigError, changing nothing,
         for parameters a loaded model cannot take (a layer it does not have)."""
