@@ -29,7 +29,7 @@ def add_param_flags(group, specs: list[ParamSpec], default_word: str) -> None:
         if spec.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif spec.type is tuple:
-            kwargs.update(type=float, nargs=spec.length, metavar="V")
+            kwargs.update(type=spec.item, nargs=spec.length or "+", metavar="V" if spec.item is float else "NAME")
         else:
             kwargs.update(type=spec.type, metavar=spec.name.upper(), choices=spec.choices)
         group.add_argument(spec.flag, **kwargs)

@@ -53,7 +53,7 @@ def param(default: Any, description: str, *, low=None, high=None, choices=None, 
     """A settings field: default, description, and what makes a value valid.
 
     read_only marks settings that need a restart (a new model) to change; may_be_empty lets a text setting
-    be "" (meaning: off).
+    be "" (meaning: off). A tuple field's items are floats (a pose) or, typed tuple[str, ...], names.
     """
     metadata = {"description": description, "low": low, "high": high, "choices": choices, "name": name,
                 "length": length, "read_only": read_only, "may_be_empty": may_be_empty}
@@ -67,7 +67,7 @@ class ParamSpec(NamedTuple):
 
     name: str  # external name: ROS parameter, CLI flag with '-' for '_'
     attr: str  # attribute on the dataclass
-    type: type  # bool, int, float, str, or tuple (of floats)
+    type: type  # bool, int, float, str, or tuple (of `item`s)
     default: Any
     description: str
     low: float | None
@@ -76,6 +76,7 @@ class ParamSpec(NamedTuple):
     length: int | None  # tuples only
     read_only: bool
     may_be_empty: bool = False
+    item: type = float  # a tuple's items: float, or str (a list of names)
 
     @property
     def flag(self) -> str:
@@ -184,7 +185,7 @@ def method_model(config: EmerDiffConfig, method: str) -> str:
     return {"dino": config.dino_model, "segformer": config.segformer_model}.get(method, config.model)
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, ...]": tuple}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, ...]": tuple, "tuple[str, ...]": tuple}
 
 
 def param_specs(cls) -> Iterator[ParamSpec]:
@@ -196,6 +197,7 @@ def param_specs(cls) -> Iterator[ParamSpec]:
             name=meta["name"] or f.name, attr=f.name, type=_TYPES[f.type], default=default,
             description=meta["description"], low=meta["low"], high=meta["high"], choices=meta["choices"],
             length=meta["length"], read_only=meta["read_only"], may_be_empty=meta["may_be_empty"],
+            item=str if f.type == "tuple[str, ...]" else float,
         )
 
 
@@ -209,6 +211,10 @@ def check_fields(obj) -> None:
         value = getattr(obj, spec.attr)
         if spec.type is float and type(value) is int:
             value = float(value)
+        elif spec.type is tuple and spec.item is str and isinstance(value, (list, tuple)):
+            if not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{spec.name} must be a list of non-empty names, got {list(value)}")
+            value = tuple(value)
         elif spec.type is tuple and isinstance(value, (list, tuple)):
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 raise ConfigError(f"{spec.name} must be a list of numbers, got {list(value)}")
@@ -225,7 +231,7 @@ def spec_violation(spec: ParamSpec, value: Any) -> str | None:
     """Why value is not acceptable for spec, or None."""
     if spec.choices is not None and value not in spec.choices:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
-    numbers = value if spec.type is tuple else (value,) if spec.type is float else ()
+    numbers = value if spec.type is tuple and spec.item is float else (value,) if spec.type is float else ()
     if not all(math.isfinite(v) for v in numbers):
         return f"{spec.name} must be finite, got {_plain(value)}"
     if spec.type in (int, float):

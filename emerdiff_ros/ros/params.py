@@ -6,6 +6,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from ..engine.config import ParamSpec, param_specs
 
@@ -22,6 +23,8 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def ros_value(spec: ParamSpec, value: Any) -> Any:
+    if spec.type is tuple and spec.item is str and not value:
+        return Parameter.Type.STRING_ARRAY  # an empty list would be declared as a byte array
     return list(value) if spec.type is tuple else value
 
 
@@ -34,7 +37,7 @@ def declare_settings(node: Node, cls, defaults) -> Any:
     for spec in param_specs(cls):
         declared = node.declare_parameter(spec.name, ros_value(spec, getattr(defaults, spec.attr)), descriptor(spec))
         value = declared.value
-        values[spec.attr] = tuple(value) if spec.type is tuple else value
+        values[spec.attr] = tuple(value or ()) if spec.type is tuple else value
     return cls(**values)
 
 

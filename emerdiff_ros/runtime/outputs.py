@@ -40,6 +40,19 @@ OUTPUTS: dict[str, str] = {
     PROJECTION: IMAGE,  # rgb8: the clouds' points in their label colours over the frame (checks extrinsics)
     **{f"{sensor}/{kind}": CLOUD for sensor in SENSORS for kind in ("points", "labeled")},
 }
+# Surround (parameter `cameras`): these inputs and outputs exist once per camera, under its id.
+CAMERA_INPUTS = ("image", "camera_info", "ground_truth")
+CAMERA_OUTPUTS = (LABELS, OVERLAY, PROJECTION)
+FUSED_FIELD = "camera"  # labelled clouds of a surround frame: the index in `cameras` of the camera that labelled it
+NO_CAMERA = 255
+
+
+def camera_topic(camera: str, name: str) -> str:
+    """One camera's input or output (a name of CAMERA_INPUTS or CAMERA_OUTPUTS): the name itself for the
+    single camera (camera ""), `<camera>/<name>` in surround."""
+    return f"{camera}/{name}" if camera else name
+
+
 FLOAT = "std_msgs/msg/Float32"
 # Live scoring against ground truth (only with ground_truth_format): percentages a plotting tool graphs.
 SCORES: dict[str, str] = {f"score/{name}": FLOAT for name in ("frame_miou", "frame_pixel_accuracy", "drive_miou",

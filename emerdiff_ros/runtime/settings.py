@@ -58,6 +58,22 @@ class StreamSettings:
     carla_version: str = param(DEFAULT_CARLA_VERSION, "CARLA release whose tag numbering and palette the carla-tags "
                                "and carla-palette ground truth follow (0.9.5, 0.9.13, 0.9.14 and later)",
                                read_only=True)
+    cameras: tuple[str, ...] = param((), "surround: the rig's camera ids segmented together in one label space, "
+                                     "inputs <camera>/image and <camera>/camera_info, outputs ~/<camera>/labels, "
+                                     "...; empty: one camera on `image` (outputs ~/labels, ...)", read_only=True)
+    rig_file: str = param("", "surround: the CARLA objects file (the bridge's format) giving each camera's, the "
+                          "LiDAR's and the radar's pose by sensor id; empty: the shipped config/carla_sensors.json",
+                          read_only=True, may_be_empty=True)
+    lidar_id: str = param(RIG.first("lidar").id, "surround: the rig's LiDAR (its sensor id)", read_only=True)
+    radar_id: str = param(RIG.first("radar").id, "surround: the rig's radar (its sensor id)", read_only=True)
+    fov_from_rig: bool = param(False, "surround: each camera's intrinsics from its `fov` in rig_file and its frame "
+                               "size, as camera_fov for one camera (CARLA's own ROS 2 camera_info is wrong); "
+                               "camera_info is then not subscribed to", read_only=True)
+    surround_timeout: float = param(0.5, "surround: seconds a surround frame waits for a missing camera before "
+                                    "the cameras it has are segmented", low=0.01, high=60.0)
+    devices: tuple[str, ...] = param((), "surround: one model per torch device, the cameras of a surround frame "
+                                     "spread across them in parallel (e.g. [cuda:0, cuda:1]); empty: [device]",
+                                     read_only=True)
     autostart: bool = param(True, "configure (load the model) and activate at start-up; false leaves the "
                             "lifecycle node unconfigured until told", read_only=True)
     shutdown_timeout: float = param(30.0, "seconds Ctrl-C or deactivate waits for the accepted frames to be "
