@@ -81,6 +81,10 @@ class Rig:
             raise RigError(f"the rig has no {kind} sensor")
         return found[0]
 
+    def ground_truth_of(self, camera: SensorSpec) -> SensorSpec | None:
+        """The semantic camera that sees what a camera sees (the same pose), or None."""
+        return next((s for s in self.of_kind("semantic") if s.pose == camera.pose), None)
+
     def sensor(self, sensor_id: str) -> SensorSpec:
         found = next((s for s in self.sensors if s.id == sensor_id), None)
         if found is None:
@@ -88,21 +92,22 @@ class Rig:
         return found
 
 
-def rig_file_candidates() -> list[Path]:
-    """Where the rig file is looked for, first found wins: this checkout's config/, the ament index's share
-    (a colcon workspace), then this Python's share (a pip install, possibly stale beside a workspace)."""
-    candidates = [Path(__file__).resolve().parents[1] / "config" / RIG_FILE]
+def rig_file_candidates(name: str = RIG_FILE) -> list[Path]:
+    """Where a shipped rig file (a name in config/) is looked for, first found wins: this checkout's config/,
+    the ament index's share (a colcon workspace), then this Python's share (a pip install, possibly stale
+    beside a workspace)."""
+    candidates = [Path(__file__).resolve().parents[1] / "config" / name]
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidates.append(Path(get_package_share_directory("emerdiff_ros")) / "config" / RIG_FILE)
+        candidates.append(Path(get_package_share_directory("emerdiff_ros")) / "config" / name)
     except (ImportError, LookupError, OSError):  # no ament index, or the package is not in it
         pass
-    return candidates + [Path(sys.prefix) / "share" / "emerdiff_ros" / "config" / RIG_FILE]
+    return candidates + [Path(sys.prefix) / "share" / "emerdiff_ros" / "config" / name]
 
 
-def default_rig_file() -> Path:
-    candidates = rig_file_candidates()
+def default_rig_file(name: str = RIG_FILE) -> Path:
+    candidates = rig_file_candidates(name)
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 

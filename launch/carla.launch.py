@@ -3,7 +3,9 @@
 source:=bridge (default) is the CARLA ROS 2 bridge (CARLA 0.9.13); source:=native is CARLA >= 0.9.15
 publishing over ROS 2 itself (`emerdiff carla --ros2`). Both use the same topic names; they differ in
 what the semantic camera sends (palette colours or raw tags) and in camera_info (CARLA's own is wrong,
-so the intrinsics then come from the camera's field of view in config/carla_sensors.json).
+so the intrinsics then come from the camera's field of view in the rig file). rig:=front (default) is the one
+camera of config/carla_sensors.json; rig:=surround the four cameras of config/carla_surround.json, segmented
+together.
 
 The node is a lifecycle node that configures and activates itself (parameter `autostart`), so it comes
 up the same under any launch_ros version. The parameter arguments override the params file when given
@@ -40,6 +42,7 @@ def _launch(context):
         namespace=arguments["namespace"],
         output="screen",
         parameters=[arguments["params_file"], launch_plan.source_parameters(arguments),
+                    launch_plan.rig_parameters(arguments),
                     {"use_sim_time": launch_plan.switch(arguments, "use_sim_time")}, overrides],
         remappings=launch_plan.remappings(arguments),
         # Ctrl-C reaches the node at once; it finishes the frame in progress within its budget.
@@ -71,7 +74,8 @@ def _rviz(arguments: dict) -> list:
     from emerdiff_ros.runtime.rviz import namespaced_rviz_config
 
     namespace = arguments["namespace"]
-    config = namespaced_rviz_config(get_package_share_directory("emerdiff_ros") + "/config/emerdiff.rviz", namespace)
+    view = launch_plan.rig_choice(arguments).rviz_config
+    config = namespaced_rviz_config(get_package_share_directory("emerdiff_ros") + "/config/" + view, namespace)
     return [Node(package="rviz2", executable="rviz2", name="emerdiff_rviz", namespace=namespace,
                  arguments=["-d", config],
                  parameters=[{"use_sim_time": launch_plan.switch(arguments, "use_sim_time")}])]

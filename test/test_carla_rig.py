@@ -320,6 +320,20 @@ def test_a_failure_half_way_through_the_set_up_destroys_what_was_spawned(server,
     assert_world_restored(standin)
 
 
+def test_the_surround_rig_records_every_cameras_topics(server, tmp_path):
+    standin = server()
+    surround, out = ROOT / "config" / "carla_surround.json", tmp_path / "drive"
+    assert rig("--sensors", str(surround), "--record", str(out), "--frames", "2") == 0
+    transforms = {s[1]["role_name"]: s[2] for s in standin.called("spawn_actor")}
+    assert transforms["rgb_left"][4] == -90.0  # ROS yaw +90 (left) is CARLA's -90: its y points right
+    messages = read_back(out)
+    cameras = [s.id for s in load_rig(surround).sensors if s.kind in ("camera", "semantic")]
+    assert len(cameras) == 8
+    assert {f"/carla/ego_vehicle/{c}/{topic}" for c in cameras for topic in ("image", "camera_info")} <= set(messages)
+    assert all(len(m) == 2 for m in messages.values())
+    assert_world_restored(standin)
+
+
 def test_a_sensor_silent_for_a_tick_is_counted_and_the_others_are_recorded(server, tmp_path, capsys):
     server(silent={2: ["lidar"]})
     out = tmp_path / "drive"
