@@ -10,9 +10,10 @@ from PIL import Image
 
 from emerdiff_ros.runtime.clouds import FLOAT32, NO_LABEL, Cloud, CloudField
 from emerdiff_ros.runtime.messages import MessageError, camera_from_info, check_image, frame_rgb
-from emerdiff_ros.runtime.outputs import OUTPUTS, PROJECTION, SensorCloud, frame_outputs, output_topic
+from emerdiff_ros.runtime.outputs import OUTPUTS, PROJECTION, CameraView, SensorCloud, frame_outputs, output_topic
 from emerdiff_ros.runtime.palette import palette
 from emerdiff_ros.runtime.projection import CameraModel
+from emerdiff_ros.runtime.rigging import Rigging
 from emerdiff_ros.runtime.settings import StreamSettings
 
 CAMERA = CameraModel(fx=100, fy=100, cx=80, cy=60, width=160, height=120)
@@ -63,12 +64,17 @@ def cloud_of(points) -> Cloud:
                  data.tobytes())
 
 
+def one_camera(rgb, labels, clouds, camera, settings, wanted=tuple(OUTPUTS)):
+    """frame_outputs of the single camera."""
+    return frame_outputs({"": CameraView(rgb, labels, camera)}, clouds, Rigging.of(settings), settings, wanted)
+
+
 def test_only_the_outputs_asked_for_are_made():
     rgb, labels = np.zeros((120, 160, 3), np.uint8), np.zeros((120, 160), np.uint8)
     clouds = {"lidar": SensorCloud(cloud_of([[10, 0, 0]]), "ego_vehicle/lidar")}
-    made, _ = frame_outputs(rgb, labels, clouds, CAMERA, RIG, wanted={"labels"})
+    made, _ = one_camera(rgb, labels, clouds, CAMERA, RIG, wanted={"labels"})
     assert [o.name for o in made] == ["labels"]
-    made, _ = frame_outputs(rgb, labels, clouds, CAMERA, RIG)
+    made, _ = one_camera(rgb, labels, clouds, CAMERA, RIG)
     assert {o.name for o in made} == {"labels", "overlay", "projection", "lidar/points", "lidar/labeled"}
     assert {o.frame_id for o in made if o.name.startswith("lidar")} == {"ego_vehicle/lidar"}
     assert all(o.frame_id is None for o in made if not o.name.startswith("lidar"))
@@ -79,7 +85,7 @@ def test_one_sensors_bad_cloud_costs_only_its_own_outputs():
     broken = Cloud((CloudField("x", 0, FLOAT32), CloudField("y", 4, FLOAT32), CloudField("z", 8, FLOAT32)), 12, 12, 2,
                    1, b"\0" * 12)  # declares 2 points, holds 1: reading it fails
     clouds = {"lidar": SensorCloud(broken, "lidar"), "radar": SensorCloud(cloud_of(np.zeros((0, 3))), "radar")}
-    made, report = frame_outputs(None, labels, clouds, CAMERA, RIG, wanted=set(OUTPUTS))
+    made, report = one_camera(None, labels, clouds, CAMERA, RIG, wanted=set(OUTPUTS))
     assert {o.name for o in made} == {"labels", "lidar/points", "radar/points", "radar/labeled"}
     assert "lidar" in report.failed and "radar" not in report.failed
     assert next(o for o in made if o.name == "radar/labeled").layout["width"] == 0  # an empty scan stays empty
@@ -91,7 +97,7 @@ def test_the_projection_paints_each_point_in_its_label_colour_where_it_lands():
     rgb = np.full((120, 160, 3), 200, np.uint8)
     # In the camera's body frame (x forward, y left): 10 m ahead, 2 m right -> u = 80 + 100 * 2 / 10 = 100.
     points = [[10.0, -2.0, 0.0], [10.0, 4.0, 0.0], [-5.0, 0.0, 0.0]]  # right half, left half, behind
-    made, _ = frame_outputs(rgb, labels, {"lidar": SensorCloud(cloud_of(points), "l")}, CAMERA, RIG,
+    made, _ = one_camera(rgb, labels, {"lidar": SensorCloud(cloud_of(points), "l")}, CAMERA, RIG,
                             wanted={PROJECTION})
     image = made[0].layout
     pixels = np.frombuffer(image["data"], np.uint8).reshape(120, 160, 3)
@@ -108,7 +114,7 @@ def test_output_topics_follow_the_namespace():
 
 def test_points_outside_the_image_have_no_label():
     labels = np.full((120, 160), 5, np.uint8)
-    made, _ = frame_outputs(None, labels, {"radar": SensorCloud(cloud_of([[10, 0, 0], [10, 50, 0]]), "r")}, CAMERA,
+    made, _ = one_camera(None, labels, {"radar": SensorCloud(cloud_of([[10, 0, 0], [10, 50, 0]]), "r")}, CAMERA,
                             RIG, wanted={"radar/labeled"})
     layout = made[0].layout
     values = np.ndarray((2,), "<u2", layout["data"], offset=12, strides=(layout["point_step"],))

@@ -158,6 +158,11 @@ class DinoSegmenter(_FrameMethod):
         patches = tokens[-grid[0] * grid[1]:]  # CLS and register tokens come first
         return patches.float().view(*grid, -1).cpu().numpy()
 
+    def image_features(self, image: np.ndarray) -> np.ndarray:
+        """(h, w, channels) patch features of an image, the ones segment clusters."""
+        pixels, _ = self._pixels(as_rgb(image), FrameStats())
+        return self.features(pixels)
+
     def _labels(self, pixels, crop_size, centers, stats):
         cfg = self.config
         with stats.stage("features"):

@@ -88,6 +88,16 @@ class LabelJob:
         return Segmentation(labels, masks, stats, segmenter.model.smoke_note)
 
 
+@dataclass(frozen=True)
+class PatchFeaturesJob:
+    """method dino: the patch features a set of shared centres is fitted on."""
+
+    image: np.ndarray
+
+    def run(self, segmenter: DinoSegmenter) -> np.ndarray:
+        return segmenter.image_features(self.image)
+
+
 class FrameRunner(Protocol):
     """Does jobs for the tools: here (LocalRunner) or on a pool of workers."""
 

@@ -42,6 +42,12 @@ def kmeans_masks(features: np.ndarray, num_masks: int, restarts: int, seed: int)
     return LowResMasks(grid=remap[km.labels_].reshape(h, w), centers=km.cluster_centers_[order].astype(np.float32))
 
 
+def fit_centers(cells: list[np.ndarray], num_masks: int, restarts: int, seed: int) -> np.ndarray:
+    """Cluster centres fitted on the (n_i, channels) feature cells of several frames together: one set of
+    clusters, so one label space, for all of them (numbered by first appearance, frames in the order given)."""
+    return kmeans_masks(np.concatenate(cells)[None], num_masks, restarts, seed).centers
+
+
 def assign_to_centers(features: np.ndarray, centers: np.ndarray) -> LowResMasks:
     """Masks from given centres (nearest centre per cell), e.g. centres shared by a whole folder."""
     h, w, channels = features.shape

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from ..engine import FrameStats
-from ..runtime.counters import FRAME_COUNTS, LIVE_COUNTS, Count
+from ..runtime.counters import FRAME_COUNTS, LIVE_COUNTS, SURROUND_COUNTS, CameraCount, Count
 from ..runtime.livescore import LiveScore
 
 
@@ -25,11 +25,22 @@ class NodeHealth:
     # Seconds a frame waited for the worker, and the worker spent on it (segmenting and publishing).
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("wait_s", "max_wait_s", "worker_s", "max_worker_s"), 0.0))
+    # surround: seconds per stage of each camera's last segmented frame
+    camera_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, counter: Count, n: int = 1) -> None:
         with self.lock:
             self.counts[Count(counter).value] += n  # by its key: an enum member and its text are one counter
+
+    def count_camera(self, camera: str, counter: CameraCount, n: int = 1) -> None:
+        with self.lock:
+            self.counts[counter.of(camera)] += n
+
+    def camera_done(self, camera: str, stats: FrameStats) -> None:
+        with self.lock:
+            self.counts[CameraCount.SEGMENTED.of(camera)] += 1
+            self.camera_seconds[camera] = {**stats.stage_seconds, "frame": stats.seconds}
 
     def frame_done(self, stats: FrameStats, latency_s: float | None, wait_s: float, worker_s: float) -> None:
         with self.lock:
@@ -47,10 +58,12 @@ class NodeHealth:
 
 def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: str, state: str, method: str,
                         input_rate: float, processed_rate: float, dropped: int, smoke_note: str | None,
-                        live: LiveScore | None = None) -> DiagnosticArray:
+                        live: dict[str, LiveScore] | None = None, cameras: tuple[str, ...] = ()) -> DiagnosticArray:
+    """cameras: the surround cameras, each with its own counts and seconds per stage (none for one camera);
+    live: each camera's live score ("" the single camera's)."""
     with health.lock:
         counts, stats, latency, error = dict(health.counts), health.last_stats, health.last_latency_s, health.last_error
-        timings = dict(health.timings)
+        timings, camera_seconds = dict(health.timings), dict(health.camera_seconds)
     values = {
         "state": state,
         "method": method,
@@ -60,8 +73,11 @@ def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: st
         "stamp_to_publish_latency_s": "" if latency is None else f"{latency:.3f}",
         **{key: f"{seconds:.3f}" for key, seconds in timings.items()},
     }
-    for counter in FRAME_COUNTS:
+    for counter in FRAME_COUNTS + (SURROUND_COUNTS if cameras else ()):
         values[counter.value] = str(counts.get(counter.value, 0))
+    for camera in cameras:
+        values.update({counter.of(camera): str(counts.get(counter.of(camera), 0)) for counter in CameraCount})
+        values.update({f"{camera}/seconds_{stage}": f"{s:.3f}" for stage, s in camera_seconds.get(camera, {}).items()})
     if stats is not None:
         values.update({f"seconds_{stage}": f"{s:.3f}" for stage, s in stats.stage_seconds.items()})
         values.update(seconds_per_frame=f"{stats.seconds:.3f}", unet_sample_evals=str(stats.unet_sample_evals),
@@ -80,9 +96,9 @@ def diagnostics_message(health: NodeHealth, stamp, *, name: str, hardware_id: st
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
     array = DiagnosticArray(status=[status])
-    if live is not None:
-        array.status.append(_live_status(live, counts, name=f"{name.split(':')[0]}: live score",
-                                         hardware_id=hardware_id))
+    for camera, score in (live or {}).items():
+        title = f"{name.split(':')[0]}: live score" + (f" {camera}" if camera else "")
+        array.status.append(_live_status(score, counts, name=title, hardware_id=hardware_id))
     array.header.stamp = stamp
     return array
 

@@ -12,7 +12,9 @@ import gc
 import re
 import time
 import traceback
+from functools import partial
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
@@ -23,19 +25,24 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
-from ..engine import PRESETS, CheckpointError, ConfigError, EmerDiffConfig, load_segmenter
+from ..engine import PRESETS, CheckpointError, ConfigError, EmerDiffConfig
 from ..engine.config import method_model
 from ..engine.models import resolve_device
 from ..runtime.gate import FrameWorker, LatestFrameGate
 from ..runtime.livescore import LiveScore
 from ..runtime.messages import (MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, label_pixels,
                                 stamp_ns)
-from ..runtime.counters import Count
-from ..runtime.outputs import CAMERA_INFO, CLOUD, IMAGE, INPUTS, NODE_NAME, OUTPUTS, SCORES, SENSORS, SensorCloud
-from ..runtime.pipeline import FramePipeline
+from ..rig import RigError
+from ..runtime.counters import CameraCount, Count
+from ..runtime.outputs import (CAMERA_INFO, CLOUD, IMAGE, INPUTS, NODE_NAME, SCORES, SENSORS, SensorCloud,
+                               camera_topic, output_table)
+from ..runtime.pipeline import FramePipeline, load_on_devices
+from ..runtime.projection import CameraModel
+from ..runtime.rigging import SINGLE, surround_rig
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import RateMeter
 from ..runtime.step import FrameStep
+from ..runtime.surround import Gathered, SurroundFrame, SurroundGatherer
 from ..runtime.sync import Arrival, CloudSync, FrameCompanions
 from ..runtime.throttle import KindThrottle
 from ..scoring import ScoringError
@@ -44,6 +51,7 @@ from .diagnostics import NodeHealth, diagnostics_message
 from .params import changes_for, declare_settings
 
 LOG_THROTTLE_S = 5.0
+POLL_S = 0.02  # surround: how often a surround frame still gathering is checked against surround_timeout
 OUTPUT_DEPTH = 10
 MAX_ACK_S = 5.0  # of the shutdown budget, at most this long for subscribers to acknowledge the last outputs
 # A stamp further than this from the node's clock is on another clock (a replayed bag without
@@ -68,9 +76,13 @@ class EmerDiffNode(LifecycleNode):
         self.input_rate, self.processed_rate = RateMeter(), RateMeter()
         self.gate: LatestFrameGate = LatestFrameGate(self.settings.max_rate_hz)
         self.sync: CloudSync[SensorCloud] = CloudSync(SENSORS, int(self.settings.cloud_buffer_seconds * 1e9))
-        self.ground_truth: FrameCompanions[Image] = FrameCompanions(int(self.settings.sync_slop * 1e9))
-        self.live: LiveScore | None = None
-        self.camera = None  # the latest camera_info's model
+        self.cameras = self.settings.cameras or (SINGLE,)  # the single camera is named "" (topics image, ...)
+        self.ground_truth: dict[str, FrameCompanions[Image]] = {
+            camera: FrameCompanions(int(self.settings.sync_slop * 1e9)) for camera in self.cameras}
+        self.gatherer: SurroundGatherer | None = None  # surround: the cameras' frames of one stamp, gathered
+        self.rig = None  # surround: the rig file the poses come from
+        self.live: dict[str, LiveScore] = {}  # camera -> its live score (with ground_truth_format)
+        self.camera_infos: dict[str, CameraModel] = {}  # camera -> the latest camera_info's model
         self.pipeline: FramePipeline | None = None
         self.worker: FrameWorker | None = None
         self.smoke_note: str | None = None
@@ -82,6 +94,7 @@ class EmerDiffNode(LifecycleNode):
         self._throttle = KindThrottle(LOG_THROTTLE_S)
         self._said: set[str] = set()  # kinds of warnings said once and then only counted
         self._stop_deadline: float | None = None  # when the accepted frames must be done, once stopping
+        self._poll_timer = None  # surround: sends a surround frame whose cameras are late
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # A steady timer: diagnostics keep coming while the simulation (and sim time) is paused.
         self.create_timer(self.settings.diagnostics_period, self._on_timer,
@@ -96,44 +109,62 @@ class EmerDiffNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            device = resolve_device(self.config.device)
-            self.get_logger().info(f"loading model {method_model(self.config, self.settings.method)!r} on {device} "
+            self.rig = surround_rig(self.settings)
+        except RigError as exc:
+            self.get_logger().fatal(f"cannot start surround perception: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            devices = ", ".join(str(resolve_device(d)) for d in self.settings.devices or (self.config.device,))
+            self.get_logger().info(f"loading model {method_model(self.config, self.settings.method)!r} on {devices} "
                                    f"({self.settings.method}) ...")
-            segmenter = load_segmenter(self.config, self.settings.method)
+            segmenters = load_on_devices(self.config, self.settings.method, self.settings.devices)
         except CheckpointError as exc:  # on one line, as every start-up error, in ROS's words
             self.get_logger().fatal(f"cannot load the model: {' '.join(exc.for_ros().split())}")
             return TransitionCallbackReturn.FAILURE
         except ConfigError as exc:  # a device or layer this machine or model does not have
             self.get_logger().fatal(f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.smoke_note = segmenter.model.smoke_note
+        self.smoke_note = segmenters[0].model.smoke_note
         if self.smoke_note:
             self.get_logger().warning(self.smoke_note)
-        self.device = str(segmenter.model.device)
-        self.pipeline = FramePipeline(segmenter, self.settings)
+        self.pipeline = FramePipeline(segmenters, self.config, self.settings)
+        self.device = ", ".join(self.pipeline.devices)
         self._outputs = {name: self.create_lifecycle_publisher(MESSAGE_CLASSES[kind], f"~/{name}", OUTPUT_DEPTH)
-                         for name, kind in OUTPUTS.items()}
+                         for name, kind in output_table(self.settings.cameras).items()}
         scoring = self.settings.scoring_format()
         if scoring is not None:
-            self.live = LiveScore(scoring, ids_consistent=self.settings.track_labels)
-            self._scores = {name: self.create_lifecycle_publisher(Float32, f"~/{name}", OUTPUT_DEPTH)
-                            for name in SCORES}
+            self.live = {camera: LiveScore(scoring, ids_consistent=self.settings.track_labels)
+                         for camera in self.cameras}
+            self._scores = {camera_topic(camera, name): self.create_lifecycle_publisher(
+                Float32, f"~/{camera_topic(camera, name)}", OUTPUT_DEPTH) for camera in self.cameras for name in SCORES}
         model = method_model(self.config, self.settings.method)
+        surround = f", surround of {', '.join(self.settings.cameras)}" if self.settings.cameras else ""
         self.get_logger().info(f"configured: {self.settings.method}, model {model!r} on {self.device}, "
-                               f"K={self.config.num_masks}")
+                               f"K={self.config.num_masks}{surround}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         # A new timeline: while inactive the drive went on, and clouds must not wait for a camera stamp of then.
-        self.sync = CloudSync(SENSORS, int(self.settings.cloud_buffer_seconds * 1e9))
-        for name in ("image", *SENSORS, *(("ground_truth",) if self.live else ())):
-            self._subscribe(name)
+        settings = self.settings
+        self.sync = CloudSync(SENSORS, int(settings.cloud_buffer_seconds * 1e9))
+        for camera in self.cameras:
+            self._subscribe(camera_topic(camera, "image"))
+            if self.live:
+                self._subscribe(camera_topic(camera, "ground_truth"))
+        for sensor in SENSORS:
+            self._subscribe(sensor)
         self._follow_camera_fov()
+        if settings.cameras:
+            self.gatherer = SurroundGatherer(settings.cameras, int(settings.sync_slop * 1e9), settings.surround_timeout,
+                                             int(settings.cloud_buffer_seconds * 1e9))
+            self._poll_timer = self.create_timer(POLL_S, self._poll_surround,
+                                                 clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.gate.reopen()
         self._stop_deadline = None
         self.worker = FrameWorker(self.gate, self._process, self._on_error)
         self.worker.start()
-        self.get_logger().info("active: segmenting " + self._inputs["image"].topic_name)
+        topics = [self._inputs[camera_topic(camera, "image")].topic_name for camera in self.cameras]
+        self.get_logger().info("active: segmenting " + ", ".join(topics))
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -161,8 +192,10 @@ class EmerDiffNode(LifecycleNode):
 
     def stop_taking_frames(self) -> None:
         """No new frames from now on; the clouds and ground truth of the accepted ones still come in."""
-        if "image" in self._inputs:
-            self.destroy_subscription(self._inputs.pop("image"))
+        for camera in self.cameras:
+            if camera_topic(camera, "image") in self._inputs:
+                self.destroy_subscription(self._inputs.pop(camera_topic(camera, "image")))
+        self._stop_polling()
         self.gate.close()
         self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout
 
@@ -174,6 +207,7 @@ class EmerDiffNode(LifecycleNode):
         """Stop taking input, segment and publish what was accepted, within shutdown_timeout. True if done."""
         for name in list(self._inputs):
             self.destroy_subscription(self._inputs.pop(name))
+        self._stop_polling()
         if self.worker is None:
             return True
         # One budget from the moment frames stopped being taken, however the wait is split.
@@ -192,11 +226,18 @@ class EmerDiffNode(LifecycleNode):
             publisher.wait_for_all_acked(Duration(seconds=left))
         return True
 
+    def _stop_polling(self) -> None:
+        if self._poll_timer is not None:
+            self.destroy_timer(self._poll_timer)
+            self._poll_timer = None
+
     def _release(self) -> None:
         """Drop the model and the output publishers; the GPU memory goes back to the device."""
         for publisher in (*self._outputs.values(), *self._scores.values()):
             self.destroy_lifecycle_publisher(publisher)
-        self._outputs, self._scores, self.pipeline, self.camera, self.live = {}, {}, None, None, None
+        if self.pipeline is not None:
+            self.pipeline.close()
+        self._outputs, self._scores, self.pipeline, self.camera_infos, self.live = {}, {}, None, {}, {}
         gc.collect()
         try:
             import torch
@@ -213,25 +254,35 @@ class EmerDiffNode(LifecycleNode):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=settings.qos_depth,
                          durability=DurabilityPolicy.VOLATILE, reliability=RELIABILITY[settings.qos_reliability])
         events = SubscriptionEventCallbacks(incompatible_qos=lambda info, name=name: self._on_incompatible_qos(name))
-        if name == "image" and settings.image_transport == "compressed":
+        camera, _, kind_of_input = name.rpartition("/")  # <camera>/image, or image for the single camera
+        if kind_of_input == "image" and settings.image_transport == "compressed":
             # As image_transport: the compressed stream of the (remapped) image topic.
-            kind, topic = CompressedImage, self.resolve_topic_name("image").rstrip("/") + "/compressed"
+            kind, topic = CompressedImage, self.resolve_topic_name(name).rstrip("/") + "/compressed"
         else:
-            kind, topic = MESSAGE_CLASSES[INPUTS[name]], name
-        callback = {"image": self._on_image, "camera_info": self._on_camera_info,
-                    "ground_truth": self._on_ground_truth}.get(name, lambda msg, name=name: self._on_cloud(name, msg))
+            kind, topic = MESSAGE_CLASSES[INPUTS[kind_of_input]], name
+        on_camera = {"image": self._on_image, "camera_info": self._on_camera_info,
+                     "ground_truth": self._on_ground_truth}.get(kind_of_input)
+        callback = (partial(on_camera, camera) if on_camera is not None
+                    else lambda msg, name=name: self._on_cloud(name, msg))
         self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events)
 
     def _follow_camera_fov(self) -> None:
-        """camera_info is subscribed to only while it is used: with camera_fov set, CARLA's own (wrong) one
-        would be rejected and warned about for ever."""
-        if self.settings.camera_fov and "camera_info" in self._inputs:
-            self.destroy_subscription(self._inputs.pop("camera_info"))
-        if self.settings.camera_fov:
-            self._say_once("camera_fov", f"camera_fov is {self.settings.camera_fov:g} degrees: the intrinsics come "
+        """camera_info is subscribed to only while it is used: with camera_fov (fov_from_rig in surround) set,
+        CARLA's own (wrong) one would be rejected and warned about for ever."""
+        settings = self.settings
+        from_fov = settings.fov_from_rig if settings.cameras else bool(settings.camera_fov)
+        for camera in self.cameras:
+            name = camera_topic(camera, "camera_info")
+            if from_fov and name in self._inputs:
+                self.destroy_subscription(self._inputs.pop(name))
+            elif not from_fov and name not in self._inputs:
+                self._subscribe(name)
+        if from_fov and settings.cameras:
+            self._say_once("camera_fov", "fov_from_rig: each camera's intrinsics come from its fov in the rig file "
+                                         "and its frames' size; camera_info is not used", "info")
+        elif from_fov:
+            self._say_once("camera_fov", f"camera_fov is {settings.camera_fov:g} degrees: the intrinsics come "
                                          "from it and each frame's size; camera_info is not used", "info")
-        elif "camera_info" not in self._inputs:
-            self._subscribe("camera_info")
 
     def _on_incompatible_qos(self, name: str) -> None:
         topic = self._inputs[name].topic_name if name in self._inputs else name
@@ -245,33 +296,67 @@ class EmerDiffNode(LifecycleNode):
             self._warn("qos", f"a publisher on {topic} offers a QoS incompatible with qos_reliability: "
                               f"{self.settings.qos_reliability}; nothing arrives from it (use best_available)")
 
-    def _on_image(self, msg) -> None:
+    def _on_image(self, camera: str, msg) -> None:
         self.input_rate.tick()
         self.health.count(Count.FRAMES_RECEIVED)
+        if camera:
+            self.health.count_camera(camera, CameraCount.RECEIVED)
         try:
             check_image(msg, self.settings.max_image_pixels)
         except MessageError as exc:
-            self._skip(Count.BAD_IMAGES, "image", f"skipping image: {exc}")
+            self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {_whose(camera)}image: {exc}")
             return
         stamp = stamp_ns(msg.header.stamp)
         arrival = self.sync.frame(stamp)
         if arrival is Arrival.TIME_JUMP:
-            self._time_jump("camera", msg)
+            self._time_jump(camera or "camera", msg)
+            if self.gatherer is not None:
+                self.gatherer.reset()
         elif arrival is Arrival.STALE:
             self.health.count(Count.STALE_STAMPS)  # segmented all the same: it is the newest frame there is
-        self.ground_truth.frame(stamp)
-        self.gate.offer(msg)
+        self.ground_truth[camera].frame(stamp)
+        if self.gatherer is None:
+            self._offer(SurroundFrame(stamp, {SINGLE: msg}))
+        else:
+            self._gathered(self.gatherer.add(camera, stamp, msg), camera)
 
-    def _on_ground_truth(self, msg: Image) -> None:
+    def _poll_surround(self) -> None:
+        if self.gatherer is not None:
+            self._gathered(self.gatherer.poll())
+
+    def _gathered(self, gathered: Gathered, camera: str = "") -> None:
+        for dropped, n in gathered.dropped.items():
+            self.health.count_camera(dropped, CameraCount.DROPPED, n)
+        if gathered.late:
+            self.health.count_camera(camera, CameraCount.LATE)
+            self._warn(f"late:{camera}", f"dropping a {camera} frame: its surround frame went out without it "
+                                         f"(it came more than surround_timeout after the first camera's)")
+        for silent in gathered.silenced:
+            self._say_once(f"silent:{silent}", f"camera {silent} sent no frame within surround_timeout "
+                                               f"({self.settings.surround_timeout:g} s): the other cameras are "
+                                               f"segmented without it until it sends again ({silent}/frames_timed_out "
+                                               "counts those frames)")
+        if gathered.ready is not None:
+            self._offer(gathered.ready)
+
+    def _offer(self, frame: SurroundFrame) -> None:
+        replaced = self.gate.offer(frame)
+        if replaced is not None and self.gatherer is not None:
+            for camera in replaced.frames:
+                self.health.count_camera(camera, CameraCount.DROPPED)
+
+    def _on_ground_truth(self, camera: str, msg: Image) -> None:
         self.health.count(Count.RECEIVED_GROUND_TRUTH)
-        self.ground_truth.add(stamp_ns(msg.header.stamp), msg)  # decoded in the worker, for the frames it takes
+        # decoded in the worker, for the frames it takes
+        self.ground_truth[camera].add(stamp_ns(msg.header.stamp), msg)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self.health.count(Count.RECEIVED_CAMERA_INFO)
         try:
-            self.camera = camera_from_info(msg)
+            self.camera_infos[camera] = camera_from_info(msg)
         except MessageError as exc:
-            self._skip(Count.BAD_CAMERA_INFO, "camera_info", f"ignoring camera_info: {exc}")
+            self._skip(Count.BAD_CAMERA_INFO, camera_topic(camera, "camera_info"),
+                       f"ignoring {_whose(camera)}camera_info: {exc}")
 
     def _on_cloud(self, name: str, msg: PointCloud2) -> None:
         self.health.count(Count.of("received", name))
@@ -320,58 +405,95 @@ class EmerDiffNode(LifecycleNode):
 
     # --- the worker -------------------------------------------------------------------------
 
-    def _process(self, msg) -> None:
+    def _process(self, frame: SurroundFrame) -> None:
         waited, started = self.gate.last_wait, time.monotonic()
-        header, settings, pipeline = msg.header, self.settings, self.pipeline
-        stamp, slop = stamp_ns(header.stamp), int(settings.sync_slop * 1e9)
+        settings = self.settings
         # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
         # long it takes to segment and however far the drive goes on meanwhile.
-        self.sync.hold(stamp, slop)
-        self.ground_truth.hold(stamp)
+        self.sync.hold(frame.stamp, int(settings.sync_slop * 1e9))
+        for camera, msg in frame.frames.items():
+            self.ground_truth[camera].hold(stamp_ns(msg.header.stamp))
         try:
-            rgb = frame_rgb(msg, settings.max_image_pixels)
-            frame = pipeline.segment(rgb)
-        except MessageError as exc:
-            self._skip(Count.BAD_IMAGES, "image", f"skipping image: {exc}")
-            return
+            rgbs = self._decoded(frame)
+            segmented = self._segmented(rgbs) if rgbs else {}
         except CheckpointError as exc:  # a method switched to at run time whose weights are not here
             self.health.failed(f"method {settings.method}: {exc.reason}")
             self._warn(f"checkpoint:{settings.method}", f"method {settings.method} cannot run, frames are skipped "
                                                        f"until it can: {' '.join(exc.for_ros().split())}")
             return
         finally:
-            clouds, ground_truth = self.sync.release(), self.ground_truth.release()
+            clouds = self.sync.release()
+            ground_truth = {camera: self.ground_truth[camera].release() for camera in frame.frames}
+        if not segmented:
+            return
         wanted = {name for name, publisher in self._outputs.items() if publisher.get_subscription_count() > 0}
-        result = FrameStep(settings)(rgb, frame.labels, clouds, self.camera, wanted)
+        result = FrameStep(settings, self.rig).surround(
+            {camera: (rgbs[camera], done.labels) for camera, done in segmented.items()}, clouds, self.camera_infos,
+            wanted)
+        cloud_stamp = Time(sec=frame.stamp // 10**9, nanosec=frame.stamp % 10**9)  # the surround frame's one stamp
         for output in result.outputs:
-            out_header = header if output.frame_id is None else Header(stamp=header.stamp, frame_id=output.frame_id)
-            self._outputs[output.name].publish(to_layout_message(OUTPUTS[output.name], output.layout, out_header))
+            header = (frame.frames[output.camera].header if output.frame_id is None
+                      else Header(stamp=cloud_stamp, frame_id=output.frame_id))
+            kind = output_table(settings.cameras)[output.name]
+            self._outputs[output.name].publish(to_layout_message(kind, output.layout, header))
         for counter, n in result.counts.items():
             self.health.count(counter, n)
         for problem in result.problems:
             self._warn(problem.kind, problem.message)
-        if self.live is not None:
-            self._score(frame.labels, ground_truth, header)
-        self.smoke_note = frame.segmentation.smoke_note  # the method's model says whether it is a smoke run
+        for camera, done in segmented.items():
+            if self.live:
+                self._score(camera, done.labels, ground_truth[camera], frame.frames[camera].header)
+            if settings.cameras:
+                self.health.camera_done(camera, done.segmentation.stats)
+        if settings.cameras:
+            self._count_surround(frame, segmented)
+        first = next(iter(segmented.values())).segmentation
+        self.smoke_note = first.smoke_note  # the method's model says whether it is a smoke run
         self.processed_rate.tick()
-        self.health.frame_done(frame.segmentation.stats, self._latency(stamp), waited, time.monotonic() - started)
+        self.health.frame_done(first.stats, self._latency(frame.stamp), waited, time.monotonic() - started)
 
-    def _score(self, labels, ground_truth: Image | None, header) -> None:
+    def _decoded(self, frame: SurroundFrame) -> dict:
+        """camera -> RGB array of each frame that decodes; the others are skipped and counted."""
+        rgbs = {}
+        for camera, msg in frame.frames.items():
+            try:
+                rgbs[camera] = frame_rgb(msg, self.settings.max_image_pixels)
+            except MessageError as exc:
+                if camera:
+                    self.health.count_camera(camera, CameraCount.BAD)
+                self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {_whose(camera)}image: {exc}")
+        return rgbs
+
+    def _segmented(self, rgbs: dict) -> dict:
+        """camera -> its segmented frame; a surround frame's cameras in one label space."""
+        if self.gatherer is None:
+            return {camera: self.pipeline.segment(rgb) for camera, rgb in rgbs.items()}
+        return dict(zip(rgbs, self.pipeline.segment_surround(list(rgbs.values()))))
+
+    def _count_surround(self, frame: SurroundFrame, segmented: dict) -> None:
+        for camera in frame.missing:
+            self.health.count_camera(camera, CameraCount.TIMED_OUT)
+        complete = len(segmented) == len(self.cameras)
+        self.health.count(Count.SURROUND_COMPLETE if complete else Count.SURROUND_PARTIAL)
+
+    def _score(self, camera: str, labels, ground_truth: Image | None, header) -> None:
         if ground_truth is None:
             self.health.count(Count.FRAMES_WITHOUT_GROUND_TRUTH)
-            self._say_once("no_ground_truth", f"no ground truth within sync_slop of frame {_seconds(header.stamp)}: "
-                                              "it is not scored (frames_without_ground_truth counts the others; is "
-                                              "the semantic camera publishing on `ground_truth`?)")
+            topic = camera_topic(camera, "ground_truth")
+            self._say_once(f"no_ground_truth:{camera}", f"no ground truth within sync_slop of {_whose(camera)}frame "
+                                                        f"{_seconds(header.stamp)}: it is not scored (frames_without_"
+                                                        f"ground_truth counts the others; is the semantic camera "
+                                                        f"publishing on `{topic}`?)")
             return
         try:
-            values = self.live.add(labels, label_pixels(ground_truth))
+            values = self.live[camera].add(labels, label_pixels(ground_truth))
         except (MessageError, ScoringError) as exc:
-            self._skip(Count.BAD_GROUND_TRUTH, "ground_truth", f"ground truth of frame {_seconds(header.stamp)} not "
-                                                               f"scored: {exc}")
+            self._skip(Count.BAD_GROUND_TRUTH, camera_topic(camera, "ground_truth"),
+                       f"ground truth of {_whose(camera)}frame {_seconds(header.stamp)} not scored: {exc}")
             return
         self.health.count(Count.SCORED_FRAMES)
         for name, value in values.items():
-            self._scores[f"score/{name}"].publish(Float32(data=value))
+            self._scores[camera_topic(camera, f"score/{name}")].publish(Float32(data=value))
 
     def _latency(self, stamp: int) -> float | None:
         """Seconds from the frame's stamp to now on the node's clock, or None when that means nothing."""
@@ -380,9 +502,9 @@ class EmerDiffNode(LifecycleNode):
         latency = (self.get_clock().now().nanoseconds - stamp) / 1e9
         return latency if abs(latency) <= MAX_MEANINGFUL_LATENCY_S else None
 
-    def _on_error(self, msg, exc: BaseException) -> None:
+    def _on_error(self, frame: SurroundFrame, exc: BaseException) -> None:
         self.health.failed(f"{type(exc).__name__}: {exc}")
-        text = self._throttle("processing_error", f"frame {_seconds(msg.header.stamp)} failed: {exc}")
+        text = self._throttle("processing_error", f"frame {frame.stamp / 1e9:.3f} s failed: {exc}")
         if text is not None:
             self.get_logger().error(f"{text}\n{traceback.format_exc()}")
 
@@ -403,7 +525,11 @@ class EmerDiffNode(LifecycleNode):
             self._follow_camera_fov()
         self.gate.set_max_rate(settings.max_rate_hz)
         self.sync.set_horizon(int(settings.cloud_buffer_seconds * 1e9))
-        self.ground_truth.slop = int(settings.sync_slop * 1e9)
+        for companions in self.ground_truth.values():
+            companions.slop = int(settings.sync_slop * 1e9)
+        if self.gatherer is not None:
+            self.gatherer.slop_ns, self.gatherer.timeout_s = int(settings.sync_slop * 1e9), settings.surround_timeout
+            self.gatherer.horizon_ns = int(settings.cloud_buffer_seconds * 1e9)
         return SetParametersResult(successful=True)
 
     def _on_timer(self) -> None:
@@ -417,8 +543,13 @@ class EmerDiffNode(LifecycleNode):
             hardware_id=self.device, state=self.lifecycle_state, method=self.settings.method,
             input_rate=self.input_rate.rate(),
             processed_rate=self.processed_rate.rate(), dropped=self.gate.replaced, smoke_note=self.smoke_note,
-            live=self.live,
+            live=self.live, cameras=self.settings.cameras,
         ))
+
+
+def _whose(camera: str) -> str:
+    """"rgb_left's " in a message about one of the surround cameras; nothing for the single camera."""
+    return f"{camera}'s " if camera else ""
 
 
 def _seconds(stamp) -> str:

@@ -17,6 +17,8 @@ INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
 NUMPY_TYPES = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4",
                FLOAT64: "f8"}
 LABEL_FIELD = "label"
+CAMERA_FIELD = "camera"  # surround: index into the node's `cameras` of the camera that labelled the point
+NO_CAMERA = 255  # no camera sees the point
 LABEL_DATATYPE = UINT16
 # A point outside the image or the labelled crop, behind the camera, or with a NaN coordinate.
 NO_LABEL = no_label(np.dtype(NUMPY_TYPES[LABEL_DATATYPE]))
@@ -89,13 +91,17 @@ class Cloud:
     def xyz(self) -> np.ndarray:
         return np.stack([self.field(axis).astype(np.float64) for axis in "xyz"], axis=1)
 
-    def with_labels(self, labels: np.ndarray) -> "Cloud":
-        """A packed copy with a uint16 `label` field after the existing ones (replacing one of that name)."""
-        if len(labels) != self.size:
-            raise CloudError(f"{len(labels)} labels for {self.size} points")
-        kept = tuple(f for f in self.fields if f.name != LABEL_FIELD)
+    def with_labels(self, labels: np.ndarray, cameras: np.ndarray | None = None) -> "Cloud":
+        """A packed copy with a uint16 `label` field after the existing ones and, for a surround frame's cloud,
+        a uint8 `camera` field after it (which camera labelled each point); fields of those names are replaced."""
+        for values in (labels, cameras):
+            if values is not None and len(values) != self.size:
+                raise CloudError(f"{len(values)} labels for {self.size} points")
+        added = (LABEL_FIELD,) if cameras is None else (LABEL_FIELD, CAMERA_FIELD)
+        kept = tuple(f for f in self.fields if f.name not in added)
         offset = -(-self.point_step // 2) * 2  # uint16 alignment
-        step = -(-(offset + 2) // 4) * 4  # keep points 4-byte aligned
+        end = offset + 2 + (0 if cameras is None else 1)
+        step = -(-end // 4) * 4  # keep points 4-byte aligned
         packed = np.zeros((self.size, step), dtype=np.uint8)
         if self.size:
             raw = np.ndarray((self.height, self.width, self.point_step), dtype=np.uint8, buffer=self.data,
@@ -103,5 +109,8 @@ class Cloud:
             packed[:, : self.point_step] = raw.reshape(self.size, self.point_step)
         order = ">" if self.is_bigendian else "<"
         packed[:, offset : offset + 2] = labels.astype(order + "u2").view(np.uint8).reshape(-1, 2)
-        return replace(self, fields=kept + (CloudField(LABEL_FIELD, offset, LABEL_DATATYPE),), point_step=step,
-                       row_step=step * self.width, data=packed.tobytes())
+        fields = kept + (CloudField(LABEL_FIELD, offset, LABEL_DATATYPE),)
+        if cameras is not None:
+            packed[:, offset + 2] = cameras.astype(np.uint8)
+            fields += (CloudField(CAMERA_FIELD, offset + 2, UINT8),)
+        return replace(self, fields=fields, point_step=step, row_step=step * self.width, data=packed.tobytes())

@@ -35,6 +35,9 @@ class Count(str, Enum):
     SCORED_FRAMES = "scored_frames"
     FRAMES_WITHOUT_GROUND_TRUTH = "frames_without_ground_truth"
     BAD_GROUND_TRUTH = "bad_ground_truth"
+    # surround only
+    SURROUND_COMPLETE = "surround_frames_complete"  # segmented with every camera
+    SURROUND_PARTIAL = "surround_frames_partial"  # segmented without a camera that timed out or sent a bad frame
 
     @classmethod
     def of(cls, what: str, sensor: str) -> "Count":
@@ -42,6 +45,21 @@ class Count(str, Enum):
         return cls(f"{what}_{sensor}")
 
 
+class CameraCount(str, Enum):
+    """A counter kept per camera in surround mode; its /diagnostics key is `<camera>/<value>`."""
+
+    RECEIVED = "frames_received"
+    DROPPED = "frames_dropped"  # given up for a newer surround frame before being segmented
+    LATE = "frames_late"  # came after its surround frame had gone out
+    TIMED_OUT = "frames_timed_out"  # surround frames that went out without this camera
+    BAD = "bad_images"
+    SEGMENTED = "frames_segmented"
+
+    def of(self, camera: str) -> str:
+        return f"{camera}/{self.value}"
+
+
+SURROUND_COUNTS = (Count.SURROUND_COMPLETE, Count.SURROUND_PARTIAL)
 LIVE_COUNTS = (Count.RECEIVED_GROUND_TRUTH, Count.SCORED_FRAMES, Count.FRAMES_WITHOUT_GROUND_TRUTH,
                Count.BAD_GROUND_TRUTH)
-FRAME_COUNTS = tuple(count for count in Count if count not in LIVE_COUNTS)
+FRAME_COUNTS = tuple(count for count in Count if count not in LIVE_COUNTS + SURROUND_COUNTS)

@@ -33,13 +33,16 @@ class LatestFrameGate(Generic[T]):
             self._min_interval = 1.0 / max_rate_hz if max_rate_hz > 0 else 0.0
             self._cond.notify_all()
 
-    def offer(self, item: T) -> None:
+    def offer(self, item: T) -> T | None:
+        """Wait with item; returns the item it replaced, if one was waiting."""
         with self._cond:
-            if self._pending is not None:
+            replaced = self._pending
+            if replaced is not None:
                 self.replaced += 1
             self._pending, self._pending_since = item, self._clock()
             self.offered += 1
             self._cond.notify_all()
+        return replaced
 
     def take(self, timeout: float | None = None) -> T | None:
         """The newest item once one is waiting and the rate cap allows, or None after timeout.

@@ -10,14 +10,15 @@ outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Collection
+from typing import Collection, Sequence
 
 import numpy as np
 
 from .clouds import NO_LABEL, Cloud, CloudError
 from .messages import cloud_layout, image_layout
 from .palette import overlay, palette
-from .projection import CameraModel, point_labels, project, sensor_to_optical
+from .projection import CameraModel, fused_labels, labels_and_offsets, project, sensor_to_optical
+from .rigging import Rigging
 from .settings import StreamSettings
 
 NODE_NAME = "emerdiff"
@@ -43,8 +44,6 @@ OUTPUTS: dict[str, str] = {
 # Surround (parameter `cameras`): these inputs and outputs exist once per camera, under its id.
 CAMERA_INPUTS = ("image", "camera_info", "ground_truth")
 CAMERA_OUTPUTS = (LABELS, OVERLAY, PROJECTION)
-FUSED_FIELD = "camera"  # labelled clouds of a surround frame: the index in `cameras` of the camera that labelled it
-NO_CAMERA = 255
 
 
 def camera_topic(camera: str, name: str) -> str:
@@ -77,9 +76,20 @@ class SensorCloud:
 
 @dataclass
 class Output:
-    name: str  # a key of OUTPUTS
+    name: str  # a key of the output table (output_table)
     layout: dict  # image_layout or cloud_layout fields
     frame_id: str | None = None  # None: the camera frame's; clouds keep their sensor's frame
+    camera: str = ""  # whose frame's header a camera output carries (surround); "" for the single camera
+
+
+@dataclass(frozen=True)
+class CameraView:
+    """One camera's part of a frame: what it saw (rgb may be None: no overlay then), its labels, and its
+    camera model (None: no camera_info yet, its points are not labelled)."""
+
+    rgb: np.ndarray | None
+    labels: np.ndarray
+    camera: CameraModel | None
 
 
 @dataclass
@@ -87,45 +97,75 @@ class OutputReport:
     nan_points: dict[str, int] = field(default_factory=dict)
     inf_points: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # sensor -> why its outputs are missing
-    without_camera: list[str] = field(default_factory=list)  # sensors not labelled: no camera_info yet
+    without_camera: list[str] = field(default_factory=list)  # cameras whose points are not labelled: no model
 
 
-def frame_outputs(rgb: np.ndarray | None, labels: np.ndarray, clouds: dict[str, SensorCloud],
-                  camera: CameraModel | None, settings: StreamSettings,
-                  wanted: Collection[str] = tuple(OUTPUTS)) -> tuple[list[Output], OutputReport]:
-    """The wanted outputs of one frame: its labels, its overlay and projection (these need rgb), and for
-    each matched cloud the cloud itself and the cloud with a `label` field."""
+def output_table(cameras: Sequence[str] = ()) -> dict[str, str]:
+    """Output name -> message type: OUTPUTS for the single camera; with cameras (surround) each camera's
+    images under its id and the clouds once, labelled by every camera."""
+    if not cameras:
+        return OUTPUTS
+    return {**{camera_topic(camera, name): OUTPUTS[name] for camera in cameras for name in CAMERA_OUTPUTS},
+            **{name: kind for name, kind in OUTPUTS.items() if name not in CAMERA_OUTPUTS}}
+
+
+def frame_outputs(views: dict[str, CameraView], clouds: dict[str, SensorCloud], rigging: Rigging,
+                  settings: StreamSettings, wanted: Collection[str]) -> tuple[list[Output], OutputReport]:
+    """The wanted outputs of one frame: each camera's labels, overlay and projection (these two need rgb),
+    and for each matched cloud the cloud itself and the cloud with a `label` field (surround: and a
+    `camera` field, the label taken from the camera where the point lands nearest the image centre)."""
     outputs, report = [], OutputReport()
-    if LABELS in wanted:
-        outputs.append(Output(LABELS, image_layout(labels)))
-    if OVERLAY in wanted and rgb is not None:
-        outputs.append(Output(OVERLAY, image_layout(overlay(rgb, labels, settings.overlay_alpha))))
-    projected = {}
+    for camera, view in views.items():
+        if camera_topic(camera, LABELS) in wanted:
+            outputs.append(Output(camera_topic(camera, LABELS), image_layout(view.labels), camera=camera))
+        if camera_topic(camera, OVERLAY) in wanted and view.rgb is not None:
+            outputs.append(Output(camera_topic(camera, OVERLAY), image_layout(
+                overlay(view.rgb, view.labels, settings.overlay_alpha)), camera=camera))
+    projections = {camera: camera_topic(camera, PROJECTION) for camera, view in views.items()
+                   if camera_topic(camera, PROJECTION) in wanted and view.rgb is not None and view.camera is not None}
+    projected: dict[str, dict] = {camera: {} for camera in projections}
     for sensor, matched in clouds.items():
         if f"{sensor}/points" in wanted:
             outputs.append(Output(f"{sensor}/points", cloud_layout(matched.cloud, matched.is_dense), matched.frame_id))
-        if f"{sensor}/labeled" not in wanted and PROJECTION not in wanted:
+        if f"{sensor}/labeled" not in wanted and not projections:
             continue
-        if camera is None:
-            report.without_camera.append(sensor)
+        seen = [camera for camera, view in views.items() if view.camera is not None]
+        report.without_camera = [camera for camera in views if camera not in seen]
+        if not seen:
             continue
         try:
             matched.cloud.check()  # cheap; a cloud that skipped the input checks must not cost the frame
             xyz = matched.cloud.xyz()
-            to_optical = sensor_to_optical(settings.camera_pose, getattr(settings, f"{sensor}_pose"))
-            point_ids = point_labels(xyz, to_optical, camera, labels)
+            per_camera = {}
+            for camera in seen:
+                view = views[camera]
+                to_optical = sensor_to_optical(rigging.poses[camera], rigging.poses[sensor])
+                per_camera[camera] = labels_and_offsets(xyz, to_optical, view.camera, view.labels)
+                if camera in projections:
+                    projected[camera][sensor] = (xyz, to_optical, per_camera[camera][0])
             if f"{sensor}/labeled" in wanted:
-                labeled = matched.cloud.with_labels(point_ids)  # every point kept: the input's is_dense holds
+                labeled = _labelled_cloud(matched.cloud, per_camera, rigging)  # every point kept: is_dense holds
                 outputs.append(Output(f"{sensor}/labeled", cloud_layout(labeled, matched.is_dense), matched.frame_id))
         except CloudError as exc:  # one sensor's bad cloud must not cost the frame its other outputs
             report.failed[sensor] = str(exc)
             continue
         report.nan_points[sensor] = int(np.isnan(xyz).any(axis=1).sum())
         report.inf_points[sensor] = int(np.isinf(xyz).any(axis=1).sum())
-        projected[sensor] = (xyz, to_optical, point_ids)
-    if PROJECTION in wanted and rgb is not None and camera is not None:
-        outputs.append(Output(PROJECTION, image_layout(projection_image(rgb, labels, camera, projected))))
+    for camera, name in projections.items():
+        view = views[camera]
+        outputs.append(Output(name, image_layout(projection_image(view.rgb, view.labels, view.camera,
+                                                                  projected[camera])), camera=camera))
     return outputs, report
+
+
+def _labelled_cloud(cloud: Cloud, per_camera: dict[str, tuple[np.ndarray, np.ndarray]], rigging: Rigging) -> Cloud:
+    """The cloud with each point's label; surround: also the index of the camera that gave it."""
+    if not rigging.surround:
+        (labels, _), = per_camera.values()
+        return cloud.with_labels(labels)
+    labels, cameras = fused_labels({rigging.cameras.index(camera): found for camera, found in per_camera.items()},
+                                   cloud.size)
+    return cloud.with_labels(labels, cameras)
 
 
 def projection_image(rgb: np.ndarray, labels: np.ndarray, camera: CameraModel,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.labels import unlabelled
-from .clouds import NO_LABEL
+from .clouds import NO_CAMERA, NO_LABEL
 
 # optical = BODY_TO_OPTICAL @ body: x_o = -y_b, y_o = -z_b, z_o = x_b
 BODY_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
@@ -81,11 +81,36 @@ def project(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel) -> 
 def point_labels(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel, labels: np.ndarray) -> np.ndarray:
     """uint16 label of each (N, 3) point from the label image it projects into; NO_LABEL where none, also
     on the label image's no-label pixels (outside a center_crop)."""
-    camera = camera.resized(labels.shape[1], labels.shape[0])
+    return labels_and_offsets(points, to_optical, camera, labels)[0]
+
+
+def labels_and_offsets(points: np.ndarray, to_optical: np.ndarray, camera: CameraModel,
+                       labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """point_labels, and how far from the image centre each labelled point lands (a fraction of the image's
+    half-diagonal: cameras of different sizes compare; inf where the point has no label)."""
+    height, width = labels.shape
+    camera = camera.resized(width, height)
     pixels, inside = project(points, to_optical, camera)
     out = np.full(len(points), NO_LABEL, dtype=np.uint16)
     hit = labels[pixels[inside, 1], pixels[inside, 0]]
     values = hit.astype(np.uint16)
     values[unlabelled(hit)] = NO_LABEL  # a uint8 image's 255 is no label too, not cluster 255
     out[inside] = values
-    return out
+    offsets = np.full(len(points), np.inf)
+    du, dv = (pixels[inside, 0] + 0.5 - width / 2) / (width / 2), (pixels[inside, 1] + 0.5 - height / 2) / (height / 2)
+    offsets[inside] = np.sqrt((du**2 + dv**2) / 2)
+    offsets[out == NO_LABEL] = np.inf
+    return out, offsets
+
+
+def fused_labels(per_camera: dict[int, tuple[np.ndarray, np.ndarray]], points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, cameras) of each point over several cameras, from each camera's (labels, offsets) by its index:
+    the label of the camera where the point lands nearest the image centre (the least distorted view, away
+    from the seams) and that camera's index; NO_LABEL and NO_CAMERA where no camera labels it."""
+    labels = np.full(points, NO_LABEL, dtype=np.uint16)
+    cameras = np.full(points, NO_CAMERA, dtype=np.uint8)
+    best = np.full(points, np.inf)
+    for index, (values, offsets) in per_camera.items():
+        nearer = offsets < best
+        labels[nearer], cameras[nearer], best[nearer] = values[nearer], index, offsets[nearer]
+    return labels, cameras

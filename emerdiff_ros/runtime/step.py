@@ -15,7 +15,9 @@ from typing import Collection
 import numpy as np
 
 from .counters import Count
-from .outputs import OUTPUTS, SENSORS, Output, SensorCloud, frame_outputs
+from ..rig import Rig
+from .outputs import OUTPUTS, SENSORS, CameraView, Output, SensorCloud, frame_outputs
+from .rigging import SINGLE, Rigging
 from .projection import CameraModel
 from .settings import StreamSettings
 
@@ -45,23 +47,32 @@ class StepResult:
 
 
 class FrameStep:
-    """Outputs of one segmented frame, as the node publishes them and the bag tool writes them."""
+    """Outputs of one segmented frame (one camera's, or a surround frame's), as the node publishes them and
+    the bag tool writes them."""
 
-    def __init__(self, settings: StreamSettings):
+    def __init__(self, settings: StreamSettings, rig: Rig | None = None):
         self.settings = settings
+        self.rigging = Rigging.of(settings, rig)
 
-    def camera(self, width: int, height: int, camera_info: CameraModel | None) -> CameraModel | None:
-        """The camera model for a frame of this size: from camera_fov when set (CARLA's own camera_info is
-        wrong), else camera_info's, else none."""
-        if self.settings.camera_fov:
-            return CameraModel.from_fov(width, height, self.settings.camera_fov)
-        return camera_info
+    def camera(self, name: str, width: int, height: int, camera_info: CameraModel | None) -> CameraModel | None:
+        """A camera's model for a frame of this size: from its field of view when one is set (camera_fov, or
+        the rig's with fov_from_rig: CARLA's own camera_info is wrong), else its camera_info's, else none."""
+        fov = self.rigging.fovs.get(name)
+        return CameraModel.from_fov(width, height, fov) if fov else camera_info
 
     def __call__(self, rgb: np.ndarray | None, labels: np.ndarray, clouds: dict[str, SensorCloud],
                  camera_info: CameraModel | None, wanted: Collection[str] = tuple(OUTPUTS)) -> StepResult:
-        height, width = labels.shape
-        camera = self.camera(width, height, camera_info)
-        outputs, report = frame_outputs(rgb, labels, clouds, camera, self.settings, wanted)
+        """The single camera's frame."""
+        return self.surround({SINGLE: (rgb, labels)}, clouds, {SINGLE: camera_info}, wanted)
+
+    def surround(self, frames: dict[str, tuple[np.ndarray | None, np.ndarray]], clouds: dict[str, SensorCloud],
+                 camera_infos: dict[str, CameraModel | None], wanted: Collection[str]) -> StepResult:
+        """A frame of several cameras (those that sent one): camera -> (rgb, labels), and their camera_info."""
+        views = {}
+        for name, (rgb, labels) in frames.items():
+            height, width = labels.shape
+            views[name] = CameraView(rgb, labels, self.camera(name, width, height, camera_infos.get(name)))
+        outputs, report = frame_outputs(views, clouds, self.rigging, self.settings, wanted)
         result = StepResult(outputs)
         for sensor in SENSORS:
             if sensor not in clouds:
@@ -73,13 +84,19 @@ class FrameStep:
         for sensor, reason in report.failed.items():
             result.add(Problem(Count.CLOUD_ERRORS, f"error_{sensor}", f"no labelled {sensor} cloud for this frame: "
                                                                        f"{reason}"))
-        if report.without_camera:
-            result.add(Problem(Count.CLOUDS_WITHOUT_CAMERA_INFO, "without_camera",
-                               "no camera_info yet: clouds are not labelled (or set camera_fov)"))
-        if camera is camera_info and camera is not None and _aspects_differ(camera, width, height):
-            result.add(Problem(Count.MISMATCHED_CAMERA_INFO, "camera_info_aspect",
-                               f"camera_info is {camera.width}x{camera.height} but frames are {width}x{height}: its "
-                               "intrinsics are scaled unevenly to fit (is it this camera's camera_info?)"))
+        for name in report.without_camera:
+            whose = f"{name}'s " if name else ""
+            result.add(Problem(Count.CLOUDS_WITHOUT_CAMERA_INFO, f"without_camera:{name}",
+                               f"no {whose}camera_info yet: clouds are not labelled by it (or set "
+                               f"{'fov_from_rig' if name else 'camera_fov'})"))
+        for name, view in views.items():
+            if view.camera is camera_infos.get(name) and view.camera is not None and \
+                    _aspects_differ(view.camera, *view.labels.shape[::-1]):
+                height, width = view.labels.shape
+                result.add(Problem(Count.MISMATCHED_CAMERA_INFO, f"camera_info_aspect:{name}",
+                                   f"{name + ' ' if name else ''}camera_info is {view.camera.width}x"
+                                   f"{view.camera.height} but frames are {width}x{height}: its intrinsics are scaled "
+                                   "unevenly to fit (is it this camera's camera_info?)"))
         return result
 
 

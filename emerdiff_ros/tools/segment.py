@@ -17,7 +17,7 @@ from .. import __version__
 from ..engine import EmerDiffConfig, Segmentation, Segmenter
 from ..engine.config import BASELINE_METHODS, CLASS_ID_METHODS, method_model
 from ..engine.jobs import FeaturesJob, FrameFeatures, FrameRunner, LabelJob, SegmentJob, runner_for
-from ..engine.masks import kmeans_masks
+from ..engine.masks import fit_centers
 from ..runtime.palette import overlay
 from ..scoring import folder_ids_consistent, write_segment_manifest
 from .errors import SegmentError
@@ -148,7 +148,7 @@ def shared_centers(runner: FrameRunner, images: list[Path], out_dir: Path, summa
         raise SegmentError("no readable frames to fit shared cluster centres on")
     cfg = runner.config
     start = time.perf_counter()
-    centers = kmeans_masks(np.concatenate(cells)[None], cfg.num_masks, cfg.kmeans_restarts, cfg.seed).centers
+    centers = fit_centers(cells, cfg.num_masks, cfg.kmeans_restarts, cfg.seed)
     summary.fit_seconds = time.perf_counter() - start
     np.savez(saved, centers=centers, params=params)
     return centers
