@@ -28,7 +28,7 @@ def image_array(msg) -> np.ndarray:
 
 def cloud_field(msg, name: str) -> np.ndarray:
     field = next(f for f in msg.fields if f.name == name)
-    dtype = {4: "<u2", 7: "<f4"}[field.datatype]
+    dtype = {2: "u1", 4: "<u2", 7: "<f4"}[field.datatype]
     return np.ndarray((msg.width * msg.height,), dtype=dtype, buffer=bytes(msg.data), offset=field.offset,
                       strides=(msg.point_step,))
 

@@ -399,9 +399,14 @@ class EmerDiffNode(LifecycleNode):
 
     def _say_once(self, kind: str, message: str, level: str = "warning") -> None:
         """For a state that goes on (no ground truth published at all, say): news once, then only counted."""
-        if kind not in self._said:
-            self._said.add(kind)
-            getattr(self.get_logger(), level)(message)
+        if kind in self._said:
+            return
+        self._said.add(kind)
+        # One call site per severity: rclpy refuses a call site whose severity changes between calls.
+        if level == "info":
+            self.get_logger().info(message)
+        else:
+            self.get_logger().warning(message)
 
     # --- the worker -------------------------------------------------------------------------
 
