@@ -46,16 +46,23 @@ def check_image(msg, max_pixels: int | None = None) -> None:
         if len(msg.data) == 0:
             raise MessageError("empty compressed image")
         return
-    if msg.encoding not in IMAGE_ENCODINGS:
-        raise MessageError(f"unsupported encoding {msg.encoding!r} (use one of {', '.join(IMAGE_ENCODINGS)})")
-    if msg.width == 0 or msg.height == 0:
-        raise MessageError(f"empty image {msg.width}x{msg.height}")
-    _check_pixels(msg.width, msg.height, max_pixels)
-    channels = IMAGE_ENCODINGS[msg.encoding][0]
-    if msg.step < msg.width * channels:
-        raise MessageError(f"step {msg.step} < width {msg.width} x {channels} channels")
-    if len(msg.data) != msg.step * msg.height:
-        raise MessageError(f"{len(msg.data)} bytes of data, step x height is {msg.step * msg.height}")
+    check_image_layout(msg.encoding, msg.width, msg.height, msg.step, len(msg.data), max_pixels)
+
+
+def check_image_layout(encoding: str, width: int, height: int, step: int, data_length: int,
+                       max_pixels: int | None = None) -> None:
+    """check_image on an Image's fields: a deserialized message's, or those read from its serialized
+    bytes (runtime.cdr.ImageHeader) before its pixels are deserialized."""
+    if encoding not in IMAGE_ENCODINGS:
+        raise MessageError(f"unsupported encoding {encoding!r} (use one of {', '.join(IMAGE_ENCODINGS)})")
+    if width == 0 or height == 0:
+        raise MessageError(f"empty image {width}x{height}")
+    _check_pixels(width, height, max_pixels)
+    channels = IMAGE_ENCODINGS[encoding][0]
+    if step < width * channels:
+        raise MessageError(f"step {step} < width {width} x {channels} channels")
+    if data_length != step * height:
+        raise MessageError(f"{data_length} bytes of data, step x height is {step * height}")
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
