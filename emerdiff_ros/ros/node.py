@@ -12,6 +12,7 @@ import gc
 import re
 import time
 import traceback
+from dataclasses import replace
 from functools import partial
 
 from builtin_interfaces.msg import Time
@@ -22,6 +23,7 @@ from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
@@ -33,6 +35,7 @@ from ..runtime.livescore import LiveScore
 from ..runtime.messages import (MessageError, camera_from_info, check_image, cloud_from_msg, frame_rgb, label_pixels,
                                 stamp_ns)
 from ..rig import RigError
+from ..runtime.cdr import image_header
 from ..runtime.counters import CameraCount, Count
 from ..runtime.outputs import (CAMERA_INFO, CLOUD, IMAGE, INPUTS, NODE_NAME, SCORES, SENSORS, SensorCloud,
                                camera_topic, output_table)
@@ -264,7 +267,9 @@ class EmerDiffNode(LifecycleNode):
                      "ground_truth": self._on_ground_truth}.get(kind_of_input)
         callback = (partial(on_camera, camera) if on_camera is not None
                     else lambda msg, name=name: self._on_cloud(name, msg))
-        self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events)
+        # Raw images come serialized: their size is checked from the header before the pixels are copied.
+        raw = kind is Image and kind_of_input == "image"
+        self._inputs[name] = self.create_subscription(kind, topic, callback, qos, event_callbacks=events, raw=raw)
 
     def _follow_camera_fov(self) -> None:
         """camera_info is subscribed to only while it is used: with camera_fov (fov_from_rig in surround) set,
@@ -297,19 +302,26 @@ class EmerDiffNode(LifecycleNode):
                               f"{self.settings.qos_reliability}; nothing arrives from it (use best_available)")
 
     def _on_image(self, camera: str, msg) -> None:
+        """msg: a raw Image's serialized bytes (checked from its header: an oversized frame is never
+        deserialized), or a CompressedImage."""
         self.input_rate.tick()
         self.health.count(Count.FRAMES_RECEIVED)
         if camera:
             self.health.count_camera(camera, CameraCount.RECEIVED)
         try:
-            check_image(msg, self.settings.max_image_pixels)
+            if isinstance(msg, bytes):
+                header = image_header(msg)
+                header.check(self.settings.max_image_pixels)
+                stamp = header.stamp_ns
+            else:
+                check_image(msg, self.settings.max_image_pixels)
+                stamp = stamp_ns(msg.header.stamp)
         except MessageError as exc:
             self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {_whose(camera)}image: {exc}")
             return
-        stamp = stamp_ns(msg.header.stamp)
         arrival = self.sync.frame(stamp)
         if arrival is Arrival.TIME_JUMP:
-            self._time_jump(camera or "camera", msg)
+            self._time_jump(camera or "camera", stamp)
             if self.gatherer is not None:
                 self.gatherer.reset()
         elif arrival is Arrival.STALE:
@@ -379,12 +391,12 @@ class EmerDiffNode(LifecycleNode):
         elif arrival is Arrival.STALE:
             self.health.count(Count.STALE_STAMPS)  # from before time went back: no frame will match it
         elif arrival is Arrival.TIME_JUMP:
-            self._time_jump(name, msg)
+            self._time_jump(name, stamp_ns(msg.header.stamp))
 
-    def _time_jump(self, stream: str, msg) -> None:
+    def _time_jump(self, stream: str, stamp: int) -> None:
         self.health.count(Count.TIME_JUMPS)
         self.get_logger().warning(
-            f"time went back to {_seconds(msg.header.stamp)} ({stream}): more than cloud_buffer_seconds "
+            f"time went back to {stamp / 1e9:.3f} s ({stream}): more than cloud_buffer_seconds "
             "before the newest stamp (a bag loop, a /clock jump or a simulator restart); matching starts afresh")
 
     def _skip(self, counter: Count, source: str, message: str) -> None:
@@ -416,6 +428,7 @@ class EmerDiffNode(LifecycleNode):
         # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
         # long it takes to segment and however far the drive goes on meanwhile.
         self.sync.hold(frame.stamp, int(settings.sync_slop * 1e9))
+        frame = replace(frame, frames={camera: _deserialized(msg) for camera, msg in frame.frames.items()})
         for camera, msg in frame.frames.items():
             self.ground_truth[camera].hold(stamp_ns(msg.header.stamp))
         try:
@@ -550,6 +563,11 @@ class EmerDiffNode(LifecycleNode):
             processed_rate=self.processed_rate.rate(), dropped=self.gate.replaced, smoke_note=self.smoke_note,
             live=self.live, cameras=self.settings.cameras,
         ))
+
+
+def _deserialized(msg):
+    """A raw image's message (deserialized here, in the worker: never in a callback); others as they are."""
+    return deserialize_message(msg, Image) if isinstance(msg, bytes) else msg
 
 
 def _whose(camera: str) -> str:
