@@ -39,9 +39,7 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool, native_info: bool = Fa
     def header(frame_id):
         return t["std_msgs/msg/Header"](**({"seq": i} if ros1 else {}), stamp=stamp, frame_id=frame_id)
 
-    bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    image = t["sensor_msgs/msg/Image"](header=header("ego_vehicle/rgb_front"), height=HEIGHT, width=WIDTH,
-                                       encoding="bgra8", is_bigendian=0, step=WIDTH * 4, data=bgra.reshape(-1))
+    image = _image(store, rgb, header("ego_vehicle/rgb_front"))
     focal = -FX * np.pi / 180 if native_info else FX  # CARLA's own ROS 2 camera_info: a negative focal length
     k = np.array([focal, 0, WIDTH / 2, 0, focal, HEIGHT / 2, 0, 0, 1], dtype=np.float64)
     roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
@@ -50,14 +48,8 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool, native_info: bool = Fa
         **{("D" if ros1 else "d"): np.zeros(5), ("K" if ros1 else "k"): k, ("R" if ros1 else "r"): np.eye(3).ravel(),
            ("P" if ros1 else "p"): np.array([FX, 0, WIDTH / 2, 0, 0, FX, HEIGHT / 2, 0, 0, 0, 1, 0], np.float64)},
         binning_x=0, binning_y=0, roi=roi)
-    clouds = {}
-    for name, source in (("lidar", lidar_cloud(LIDAR_POINTS, 0)), ("radar", radar_cloud(RADAR_POINTS, 0))):
-        fields = [t["sensor_msgs/msg/PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
-                  for f in source.fields]
-        clouds[name] = t["sensor_msgs/msg/PointCloud2"](
-            header=header(source.header.frame_id), height=1, width=source.width, fields=fields, is_bigendian=False,
-            point_step=source.point_step, row_step=source.row_step,
-            data=np.frombuffer(bytes(source.data), np.uint8), is_dense=True)
+    clouds = {name: _cloud(store, source, header(source.header.frame_id))
+              for name, source in (("lidar", lidar_cloud(LIDAR_POINTS, 0)), ("radar", radar_cloud(RADAR_POINTS, 0)))}
     note = t["std_msgs/msg/String"](data=f"frame {i}")
     png = io.BytesIO()
     Image.fromarray(rgb).save(png, format="PNG")
@@ -65,6 +57,23 @@ def _messages(store, rgb: np.ndarray, i: int, ros1: bool, native_info: bool = Fa
                                                       format="rgb8; png compressed",
                                                       data=np.frombuffer(png.getvalue(), np.uint8))
     return {"image": image, "compressed": compressed, "info": info, **clouds, "note": note}
+
+
+def _image(store, rgb: np.ndarray, header):
+    """A camera frame as the bridge publishes it (bgra8)."""
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    return store.types["sensor_msgs/msg/Image"](header=header, height=HEIGHT, width=WIDTH, encoding="bgra8",
+                                                is_bigendian=0, step=WIDTH * 4, data=bgra.reshape(-1))
+
+
+def _cloud(store, source, header):
+    """An rclpy PointCloud2 (ros_harness's layouts) as a rosbags message with this header."""
+    t = store.types
+    fields = [t["sensor_msgs/msg/PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+              for f in source.fields]
+    return t["sensor_msgs/msg/PointCloud2"](
+        header=header, height=1, width=source.width, fields=fields, is_bigendian=False, point_step=source.point_step,
+        row_step=source.row_step, data=np.frombuffer(bytes(source.data), np.uint8), is_dense=True)
 
 
 def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", compressed: bool = False,
@@ -96,6 +105,36 @@ def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", 
     return path
 
 
+def write_surround_bag(path: Path, rgb: np.ndarray, cameras: tuple[str, ...], lidar_points: np.ndarray,
+                       frames: int = 2, missing: frozenset[tuple[int, str]] = frozenset()) -> Path:
+    """An MCAP bag of `frames` CARLA ticks of the surround rig's cameras (no camera_info: fov_from_rig) and
+    LiDAR, each camera stamped a little after the tick as the bridge may; missing: (tick, camera) without
+    an image."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    t = store.types
+    writer = Writer2(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    images = {camera: writer.add_connection(f"/carla/ego_vehicle/{camera}/image", "sensor_msgs/msg/Image",
+                                            typestore=store) for camera in cameras}
+    lidar = writer.add_connection(TOPICS["lidar"], "sensor_msgs/msg/PointCloud2", typestore=store)
+    for i in range(frames):
+        def header(frame_id: str, offset_ns: int = 0):
+            sec, nanosec = divmod(frame_stamp(i) + offset_ns, 1_000_000_000)
+            return t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                            frame_id=frame_id)
+
+        cloud = _cloud(store, lidar_cloud(lidar_points, 0), header("ego_vehicle/lidar"))
+        writer.write(lidar, frame_stamp(i), store.serialize_cdr(cloud, "sensor_msgs/msg/PointCloud2"))
+        for k, camera in enumerate(cameras):
+            if (i, camera) in missing:
+                continue
+            image = _image(store, np.roll(rgb, 8 * i, axis=1), header(f"ego_vehicle/{camera}", 1_000_000 * k))
+            writer.write(images[camera], frame_stamp(i) + 1_000_000 * (k + 1),
+                         store.serialize_cdr(image, "sensor_msgs/msg/Image"))
+    writer.close()
+    return path
+
+
 def read_back(path: Path) -> dict[str, list]:
     """Every message of a bag, deserialised with rclpy's type support (as a subscriber gets it), by topic."""
     messages = defaultdict(list)
@@ -108,8 +147,8 @@ def read_back(path: Path) -> dict[str, list]:
 
 
 def field(cloud, name: str) -> np.ndarray:
-    """One float32 or uint16 field of a PointCloud2 message."""
+    """One float32, uint16 or uint8 field of a PointCloud2 message."""
     f = next(f for f in cloud.fields if f.name == name)
-    dtype = {4: "<u2", 7: "<f4"}[f.datatype]
+    dtype = {2: "u1", 4: "<u2", 7: "<f4"}[f.datatype]
     return np.ndarray((cloud.width * cloud.height,), dtype=dtype, buffer=bytes(cloud.data), offset=f.offset,
                       strides=(cloud.point_step,))

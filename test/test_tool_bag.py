@@ -5,13 +5,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bag_builder import COMPRESSED_TOPIC, PIXELS, TOPICS, field, frame_stamp, read_back, write_bag
+from bag_builder import (COMPRESSED_TOPIC, PIXELS, TOPICS, field, frame_stamp, read_back, write_bag,
+                         write_surround_bag)
 from emerdiff_ros.cli import main
-from emerdiff_ros.runtime.clouds import NO_LABEL
+from emerdiff_ros.runtime.clouds import NO_CAMERA, NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.tools.bag import work_dir
 from ros_harness import running
@@ -146,3 +148,90 @@ def test_an_interrupted_run_resumes_without_duplicating_or_dropping_frames(tmp_p
     for topic in ("/emerdiff/labels", "/emerdiff/lidar/labeled"):
         assert [bytes(m.data) for m in got[topic]] == [bytes(m.data) for m in expected[topic]], topic
     assert not work_dir(out).exists()
+
+
+SURROUND_RIG = Path(__file__).resolve().parents[1] / "config" / "carla_surround.json"
+CAMERAS = ("rgb_front", "rgb_left")
+SURROUND_FLAGS = ["--cameras", *CAMERAS, "--rig-file", str(SURROUND_RIG), "--fov-from-rig"]
+# In the LiDAR's frame at the cameras' height (the LiDAR sits 0.4 m above them): ahead of the front camera,
+# left of the left camera, behind the car where neither looks.
+AROUND = np.array([[12.0, 0.0, -0.4], [0.0, 11.0, -0.4], [-12.0, 0.0, -0.4]])
+
+
+def camera_stamp(i: int, camera: str) -> int:
+    return frame_stamp(i) + 1_000_000 * CAMERAS.index(camera)  # as write_surround_bag stamps them
+
+
+def test_a_surround_bag_labels_every_camera_and_fuses_the_lidar_in_one_label_space(tmp_path, carla_frame, capsys):
+    source = write_surround_bag(tmp_path / "in", carla_frame, CAMERAS, AROUND, frames=2)
+    assert main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, *FAST]) == 0
+    assert "surround frames: 2 complete, 0 partial" in capsys.readouterr().out
+    messages = read_back(tmp_path / "out")
+    for camera in CAMERAS:
+        for name in ("labels", "overlay", "projection"):
+            images = messages[f"/emerdiff/{camera}/{name}"]
+            assert [stamp_ns(m.header.stamp) for m in images] == [camera_stamp(i, camera) for i in range(2)], name
+            assert all(m.header.frame_id == f"ego_vehicle/{camera}" for m in images)
+    fused = messages["/emerdiff/lidar/labeled"]
+    assert [stamp_ns(m.header.stamp) for m in fused] == [frame_stamp(i) for i in range(2)]  # the first camera's
+    assert all(m.header.frame_id == "ego_vehicle/lidar" for m in fused)
+    front = np.frombuffer(bytes(messages["/emerdiff/rgb_front/labels"][0].data), np.uint8).reshape(600, 800)
+    left = np.frombuffer(bytes(messages["/emerdiff/rgb_left/labels"][0].data), np.uint8).reshape(600, 800)
+    np.testing.assert_array_equal(front, left)  # one view in both cameras, one label space: the same labels
+    assert list(field(fused[0], "camera")) == [0, 1, NO_CAMERA]
+    assert list(field(fused[0], "label")) == [front[300, 400], front[300, 400], NO_LABEL]
+    assert "/emerdiff/labels" not in messages and not messages["/emerdiff/radar/labeled"]
+
+
+def test_a_surround_frame_without_a_cameras_image_is_segmented_with_the_others_and_counted(tmp_path, carla_frame,
+                                                                                           capsys):
+    source = write_surround_bag(tmp_path / "in", carla_frame, CAMERAS, AROUND, frames=3,
+                                missing=frozenset({(1, "rgb_left")}))
+    assert main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "frames: 3 in the bag, 3 selected, 3 segmented now" in printed
+    assert "surround frames: 2 complete, 1 partial" in printed
+    messages = read_back(tmp_path / "out")
+    assert [stamp_ns(m.header.stamp) for m in messages["/emerdiff/rgb_front/labels"]] == [
+        camera_stamp(i, "rgb_front") for i in range(3)]
+    assert [stamp_ns(m.header.stamp) for m in messages["/emerdiff/rgb_left/labels"]] == [
+        camera_stamp(i, "rgb_left") for i in (0, 2)]
+    fused = messages["/emerdiff/lidar/labeled"]
+    assert [list(field(cloud, "camera")) for cloud in fused] == [[0, 1, NO_CAMERA], [0, NO_CAMERA, NO_CAMERA],
+                                                                 [0, 1, NO_CAMERA]]
+
+
+def test_surround_inputs_come_from_the_rig(tmp_path, carla_frame, capsys):
+    source = write_surround_bag(tmp_path / "in", carla_frame, CAMERAS, AROUND, frames=1)
+    with pytest.raises(SystemExit):  # the camera topics are the rig's: a single camera's flag says nothing
+        main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, "--image-topic", "/camera", *FAST])
+    assert "--image-topic" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, "--cameras", "rgb_front", "rgb_top",
+              *FAST])
+    assert "rgb_top" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the rig's rgb_rear has no images in the bag
+        main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, "--cameras", "rgb_front", "rgb_rear",
+              *FAST])
+    assert "/carla/ego_vehicle/rgb_rear/image" in capsys.readouterr().err
+
+
+def test_a_surround_bag_holds_byte_for_byte_what_the_node_publishes_for_it(tmp_path, carla_frame):
+    from test_node_surround import surround_node
+
+    source = write_surround_bag(tmp_path / "in", carla_frame, CAMERAS, AROUND, frames=2)
+    assert main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, *FAST]) == 0
+    offline, recorded = read_back(tmp_path / "out"), read_back(source)
+    names = [f"{camera}/{name}" for camera in CAMERAS for name in ("labels", "overlay", "projection")] + [
+        "lidar/points", "lidar/labeled"]
+    with surround_node() as (node, bridge):
+        for i in range(2):
+            bridge.lidar.publish(recorded[TOPICS["lidar"]][i])
+            for camera in CAMERAS:
+                bridge.images[camera].publish(recorded[f"/carla/ego_vehicle/{camera}/image"][i])
+            for name in names:
+                assert len(bridge.out[name].wait(i + 1)) == i + 1, name
+    for name in names:
+        live, bag = bridge.out[name].messages, offline[f"/emerdiff/{name}"]
+        assert [m.header for m in live] == [m.header for m in bag], name
+        assert [bytes(m.data) for m in live] == [bytes(m.data) for m in bag], name

@@ -99,4 +99,4 @@ class StreamSettings:
 # The settings that shape a frame's outputs, so `emerdiff bag` takes each as a flag: a bag segmented offline
 # holds what the node would have published with the same settings.
 OUTPUT_SETTINGS = ("sync_slop", "camera_pose", "lidar_pose", "radar_pose", "camera_fov", "track_labels",
-                   "track_smoothing", "overlay_alpha")
+                   "track_smoothing", "overlay_alpha", "cameras", "rig_file", "lidar_id", "radar_id", "fov_from_rig")

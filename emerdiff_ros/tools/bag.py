@@ -5,6 +5,11 @@ input message (ROS 1 messages migrated to ROS 2 definitions by rosbags' converte
 node's topic names, the labels, overlay, matched and labelled clouds, made by the same runtime code
 as the live node, with the same headers.
 
+Surround (settings.cameras): a frame is a surround frame, the cameras' images of one stamp (within
+sync_slop of its first), segmented as one job in one label space and tracked as one, as the node does.
+Nothing in a bag comes late, so a surround frame lacks a camera only where the bag has no image of it
+near that stamp: it is segmented with the cameras it has and counted as partial.
+
 Three passes: index the stamps, segment the frames (each frame's labels and tracker state cached
 on disk, which is what --resume continues from), write the output under a temporary name and
 rename it at the end. The input is never written to.
@@ -32,11 +37,13 @@ from tqdm import tqdm
 from ..engine import Segmenter
 from ..engine.config import CLASS_ID_METHODS
 from ..engine.jobs import FrameRunner, SegmentJob, runner_for
+from ..engine.surround import SurroundJob
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
 from ..runtime.counters import Count
-from ..runtime.outputs import OUTPUTS, SENSORS, SensorCloud, output_topic
-from ..runtime.pipeline import stable_labels
+from ..runtime.outputs import SENSORS, SensorCloud, output_table, output_topic
+from ..runtime.pipeline import stable_surround_labels
 from ..runtime.projection import CameraModel
+from ..runtime.rigging import surround_rig
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
 from ..runtime.step import FrameStep
@@ -51,14 +58,14 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 @dataclass
 class BagSummary:
-    frames: int = 0  # images in the bag
-    selected: int = 0  # images to segment (every Nth)
+    frames: int = 0  # frames in the bag (surround frames in surround)
+    selected: int = 0  # frames to segment (every Nth)
     segmented: int = 0  # segmented in this run
     from_cache: int = 0  # segmented by an interrupted run (--resume)
     bad_images: int = 0
     bad_clouds: int = 0
     labeled_clouds: int = 0
-    counts: Counter = field(default_factory=Counter)  # what the frame step counted
+    counts: Counter = field(default_factory=Counter)  # what the frame step counted, and surround frames
     messages_copied: int = 0
     seconds: list[float] = field(default_factory=list)
     smoke_note: str | None = None
@@ -69,6 +76,9 @@ class BagSummary:
                  f"clouds: {self.labeled_clouds} labelled, unmatched lidar {self.counts[Count.UNMATCHED_LIDAR]}, "
                  f"radar {self.counts[Count.UNMATCHED_RADAR]}, bad {self.bad_clouds}",
                  f"messages copied: {self.messages_copied}"]
+        if self.counts[Count.SURROUND_COMPLETE] or self.counts[Count.SURROUND_PARTIAL]:
+            lines.append(f"surround frames: {self.counts[Count.SURROUND_COMPLETE]} complete, "
+                         f"{self.counts[Count.SURROUND_PARTIAL]} partial (a camera without a usable image there)")
         if self.seconds:
             lines.append(f"seconds per frame: {np.mean(self.seconds):.2f}")
         if self.smoke_note:
@@ -76,11 +86,19 @@ class BagSummary:
         return lines + [f"wrote {out}"]
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """A frame to segment: one image, or in surround the cameras' images of one stamp."""
+
+    stamp: int  # its first image's: the clouds are matched to it
+    images: dict[str, int]  # camera -> the ordinal of its image among that camera's images in the bag
+
+
 @dataclass
 class _Index:
-    image_stamps: list[int]
-    camera_stamps: list[int]  # sorted
-    cameras: list[CameraModel]  # in the order of camera_stamps
+    frames: list[_Frame]  # in stamp order
+    of_image: dict[tuple[str, int], int]  # (camera, image ordinal) -> the frame it is in
+    camera_infos: dict[str, list[tuple[int, CameraModel]]]  # camera -> (stamp, model), by stamp
     matches: dict[tuple[str, int], list[int]]  # (sensor, cloud ordinal) -> frame ordinals it matches
 
 
@@ -123,15 +141,16 @@ def segment_bag(engine: Segmenter | FrameRunner, settings: StreamSettings, src: 
         (work / "job.json").write_text(json.dumps(job))
 
     summary = BagSummary(smoke_note=runner.smoke_note)
+    step = FrameStep(settings, surround_rig(settings))
     with AnyReader([src]) as reader:
-        _check_topics(reader, topics)
-        index = _index(reader, topics, settings, every, summary)
-        _segment(reader, topics, runner, settings, method, index, every, work, summary, progress)
+        _check_topics(reader, topics, settings.cameras)
+        index = _index(reader, topics, step, every, summary)
+        _segment(reader, topics, runner, step, method, index, every, work, summary, progress)
         # Written inside the work folder under the final name, so the storage file inside it (and
         # metadata.yaml's reference to it) is <name>.mcap, not a hidden temporary name.
         writing = work / "output" / dst.name
         shutil.rmtree(writing, ignore_errors=True)
-        _write(reader, topics, settings, index, every, work, writing, STORAGES[storage], summary, progress,
+        _write(reader, topics, step, index, every, work, writing, STORAGES[storage], summary, progress,
                bag_custom_data(src).get(BAG_CARLA_VERSION_KEY), ids_consistent)
     os.replace(writing, dst)
     shutil.rmtree(work)
@@ -167,13 +186,15 @@ def segment_fleet(engine: Segmenter | FrameRunner, settings: StreamSettings, sou
             yield src, dst, segment_bag(engine, settings, src, dst, resume=resume, **options)
 
 
-def _check_topics(reader: AnyReader, topics: BagTopics) -> None:
+def _check_topics(reader: AnyReader, topics: BagTopics, cameras: tuple[str, ...]) -> None:
     by_topic = {c.topic: c.msgtype for c in reader.connections}
     images = sorted(t for t, kind in by_topic.items() if kind in IMAGE_TYPES)
-    if by_topic.get(topics.image) not in IMAGE_TYPES:
-        raise BagError(f"no sensor_msgs/Image or CompressedImage topic {topics.image!r} in the bag; its image "
-                       f"topics: {', '.join(images) or 'none'} (use --image-topic)")
-    taken = sorted(t for t in by_topic if t in {output_topic(name) for name in OUTPUTS})
+    for camera, inputs in topics.cameras().items():
+        if by_topic.get(inputs["image"]) not in IMAGE_TYPES:
+            hint = f"camera {camera}'s topic in the rig" if camera else "use --image-topic"
+            raise BagError(f"no sensor_msgs/Image or CompressedImage topic {inputs['image']!r} in the bag; its image "
+                           f"topics: {', '.join(images) or 'none'} ({hint})")
+    taken = sorted(t for t in by_topic if t in {output_topic(name) for name in output_table(cameras)})
     if taken:
         raise BagError(f"the bag already has {', '.join(taken)}: it looks segmented already")
 
@@ -182,28 +203,35 @@ def _connections(reader: AnyReader, topic: str) -> list:
     return [c for c in reader.connections if c.topic == topic]
 
 
-def _index(reader: AnyReader, topics: BagTopics, settings: StreamSettings, every: int,
-           summary: BagSummary) -> _Index:
-    """Stamps of frames, camera infos and clouds, and which cloud matches which selected frame."""
-    image_conns = _connections(reader, topics.image)
-    info_conns = _connections(reader, topics.camera_info)
-    cloud_conns = {name: _connections(reader, getattr(topics, name)) for name in SENSORS}
-    sensor_of = {c.id: name for name, conns in cloud_conns.items() for c in conns}
-    image_stamps, cameras = [], []
+def _camera_of(reader: AnyReader, topics: BagTopics, kind: str) -> dict[int, str]:
+    """Connection id -> the camera whose `kind` input (image, camera_info) it carries."""
+    return {c.id: camera for camera, inputs in topics.cameras().items() for c in _connections(reader, inputs[kind])}
+
+
+def _index(reader: AnyReader, topics: BagTopics, step: FrameStep, every: int, summary: BagSummary) -> _Index:
+    """Frames (surround: the cameras' images grouped by stamp), camera infos, and which cloud matches
+    which selected frame."""
+    image_of, info_of = _camera_of(reader, topics, "image"), _camera_of(reader, topics, "camera_info")
+    sensor_of = {c.id: name for name in SENSORS for c in _connections(reader, getattr(topics, name))}
+    images: list[tuple[int, str, int]] = []  # (stamp, camera, image ordinal), in the bag's order
+    camera_infos: dict[str, list[tuple[int, CameraModel]]] = {camera: [] for camera in step.rigging.cameras}
     buffers = {name: StampBuffer(capacity=2**31, horizon_ns=2**62) for name in SENSORS}
-    ordinals = dict.fromkeys(SENSORS, 0)
-    wanted = image_conns + info_conns + [c for conns in cloud_conns.values() for c in conns]
-    for conn, _, raw in reader.messages(connections=wanted):
+    image_ordinals, ordinals = Counter(), dict.fromkeys(SENSORS, 0)
+    wanted = {**image_of, **info_of, **sensor_of}
+    for conn, _, raw in reader.messages(connections=[c for c in reader.connections if c.id in wanted]):
         msg = reader.deserialize(raw, conn.msgtype)
-        if conn in image_conns:
-            image_stamps.append(stamp_ns(msg.header.stamp))
-        elif conn in info_conns:
-            if settings.camera_fov:  # the intrinsics come from the field of view: camera_info is not used
+        if conn.id in image_of:
+            camera = image_of[conn.id]
+            images.append((stamp_ns(msg.header.stamp), camera, image_ordinals[camera]))
+            image_ordinals[camera] += 1
+        elif conn.id in info_of:
+            camera = info_of[conn.id]
+            if camera in step.rigging.fovs:  # the intrinsics come from the field of view: camera_info is not used
                 continue
             try:
-                cameras.append((stamp_ns(msg.header.stamp), camera_from_info(msg)))
+                camera_infos[camera].append((stamp_ns(msg.header.stamp), camera_from_info(msg)))
             except MessageError as exc:
-                log.warning("ignoring camera_info: %s", exc)
+                log.warning("ignoring %scamera_info: %s", f"{camera}'s " if camera else "", exc)
         else:
             name = sensor_of[conn.id]
             try:
@@ -213,29 +241,51 @@ def _index(reader: AnyReader, topics: BagTopics, settings: StreamSettings, every
                 summary.bad_clouds += 1
                 log.warning("skipping %s cloud: %s", name, exc)
             ordinals[name] += 1
-    summary.frames = len(image_stamps)
-    selected = range(0, len(image_stamps), every)
+    frames = _frames(images, int(step.settings.sync_slop * 1e9))
+    summary.frames = len(frames)
+    selected = range(0, len(frames), every)
     summary.selected = len(selected)
     matches: dict[tuple[str, int], list[int]] = {}
-    slop = int(settings.sync_slop * 1e9)
+    slop = int(step.settings.sync_slop * 1e9)
     for name in SENSORS:
         for i in selected:
-            found = buffers[name].nearest(image_stamps[i], slop)
+            found = buffers[name].nearest(frames[i].stamp, slop)
             if found is not None:
                 matches.setdefault((name, found[1]), []).append(i)
-    cameras.sort(key=lambda item: item[0])
-    return _Index(image_stamps, [s for s, _ in cameras], [camera for _, camera in cameras], matches)
+    for infos in camera_infos.values():
+        infos.sort(key=lambda item: item[0])
+    of_image = {(camera, ordinal): i for i, frame in enumerate(frames) for camera, ordinal in frame.images.items()}
+    return _Index(frames, of_image, camera_infos, matches)
+
+
+def _frames(images: list[tuple[int, str, int]], slop_ns: int) -> list[_Frame]:
+    """The images grouped in stamp order: an image joins the latest frame when it is within sync_slop of
+    that frame's stamp and that frame has no image of its camera yet (so one camera's images are each a
+    frame of their own)."""
+    frames: list[_Frame] = []
+    for stamp, camera, ordinal in sorted(images, key=lambda image: image[0]):
+        if frames and stamp - frames[-1].stamp <= slop_ns and camera not in frames[-1].images:
+            frames[-1].images[camera] = ordinal
+        else:
+            frames.append(_Frame(stamp, {camera: ordinal}))
+    return frames
 
 
 def _frame_file(work: Path, ordinal: int) -> Path:
     return work / "frames" / f"{ordinal:08d}.npz"
 
 
-def _segment(reader, topics, runner: FrameRunner, settings: StreamSettings, method: str, index: _Index, every: int,
+def _labels_key(camera_index: int) -> str:
+    """A camera's labels in a frame file, by its place in `cameras`."""
+    return f"labels{camera_index}"
+
+
+def _segment(reader, topics, runner: FrameRunner, step: FrameStep, method: str, index: _Index, every: int,
              work: Path, summary: BagSummary, progress: bool) -> None:
     """Segment every selected frame not cached yet; track and cache them in order, continuing the
     tracker where it stopped."""
-    selected = range(0, len(index.image_stamps), every)
+    settings, cameras = step.settings, step.rigging.cameras
+    selected = range(0, len(index.frames), every)
     done = [i for i in selected if _frame_file(work, i).exists()]
     summary.from_cache = len(done)
     if len(done) == len(selected):
@@ -245,26 +295,18 @@ def _segment(reader, topics, runner: FrameRunner, settings: StreamSettings, meth
         with np.load(_frame_file(work, done[-1])) as cached:
             tracker.restore(cached["tracker"])
 
-    def jobs():
-        for ordinal, (conn, _, raw) in enumerate(reader.messages(connections=_connections(reader, topics.image))):
-            if ordinal % every or _frame_file(work, ordinal).exists():
-                continue
-            try:
-                rgb = frame_rgb(reader.deserialize(raw, conn.msgtype))
-            except MessageError as exc:
-                log.warning("skipping frame %d: %s", ordinal, exc)
-                yield (ordinal, str(exc)), None
-            else:
-                yield (ordinal, None), SegmentJob(rgb, method)
-
     with tqdm(total=len(selected), initial=len(done), desc="segment", unit="frame", disable=not progress) as bar:
-        for (ordinal, bad), segmentation in runner.run(jobs()):
+        jobs = _jobs(reader, topics, index, [i for i in selected if i not in done], step.rigging.surround, method)
+        for (ordinal, segmented, bad), segmentation in runner.run(jobs):
             if segmentation is None:
                 result = {"bad": bad}
             else:
-                result = {"labels": stable_labels(tracker, segmentation, settings.track_labels)}
+                results = segmentation if step.rigging.surround else [segmentation]
+                labels = stable_surround_labels(tracker, results, settings.track_labels)
+                result = {_labels_key(cameras.index(camera)): frame_labels
+                          for camera, frame_labels in zip(segmented, labels)}
                 summary.segmented += 1
-                summary.seconds.append(segmentation.stats.seconds)
+                summary.seconds.append(sum(one.stats.seconds for one in results))
             partial = work / "frames" / f".{ordinal:08d}.npz"
             with open(partial, "wb") as f:  # written whole, then renamed: a crash never leaves half a frame
                 np.savez(f, tracker=tracker.state(), **result)
@@ -272,21 +314,56 @@ def _segment(reader, topics, runner: FrameRunner, settings: StreamSettings, meth
             bar.update()
 
 
+def _jobs(reader, topics: BagTopics, index: _Index, wanted: list[int], surround: bool, method: str):
+    """((frame ordinal, cameras segmented, why none was), job) of each wanted frame, in frame order: one
+    image, or a surround frame's images as one job (the node segments them together). A frame waits here
+    until the bag has given all its images, so a camera logged late costs memory, not the order."""
+    image_of = _camera_of(reader, topics, "image")
+    waiting = {i: dict.fromkeys(index.frames[i].images) for i in wanted}  # camera -> its RGB, or why not
+    unread = {i: len(index.frames[i].images) for i in wanted}
+    next_wanted = iter(wanted)
+    ordinals = Counter()
+    ahead = next(next_wanted, None)
+    for conn, _, raw in reader.messages(connections=[c for c in reader.connections if c.id in image_of]):
+        camera = image_of[conn.id]
+        i = index.of_image[(camera, ordinals[camera])]
+        ordinals[camera] += 1
+        if i not in waiting:
+            continue
+        try:
+            waiting[i][camera] = frame_rgb(reader.deserialize(raw, conn.msgtype))
+        except MessageError as exc:
+            log.warning("skipping %simage of frame %d: %s", f"{camera}'s " if camera else "", i, exc)
+            waiting[i][camera] = str(exc)
+        unread[i] -= 1
+        while ahead is not None and not unread[ahead]:
+            images = waiting.pop(ahead)
+            rgbs = {camera: rgb for camera, rgb in images.items() if not isinstance(rgb, str)}
+            if rgbs:
+                job = SurroundJob(tuple(rgbs.values()), method) if surround else SegmentJob(*rgbs.values(), method)
+                yield (ahead, tuple(rgbs), None), job
+            else:
+                yield (ahead, (), "; ".join(images.values())), None
+            ahead = next(next_wanted, None)
+
+
 @dataclass
 class _Pending:
-    """A selected frame whose outputs wait for the last of its inputs (its image and matched clouds)."""
+    """A selected frame whose outputs wait for the last of its inputs (its images and matched clouds)."""
 
+    labels: dict[str, np.ndarray]  # camera -> its labels, for the cameras segmented
+    cameras: set[str]  # segmented cameras whose image is not read yet
     sensors: set[str]  # matched sensors not read yet
-    header: object = None  # the camera frame's header, once its image is read
-    rgb: np.ndarray | None = None
+    headers: dict[str, object] = field(default_factory=dict)  # camera -> its image's header, once read
+    rgbs: dict[str, np.ndarray] = field(default_factory=dict)
     clouds: dict[str, SensorCloud] = field(default_factory=dict)
 
 
-def _write(reader, topics, settings, index: _Index, every: int, work: Path, out: Path, storage, summary, progress,
-           carla_version: str | None, ids_consistent: bool):
+def _write(reader, topics, step: FrameStep, index: _Index, every: int, work: Path, out: Path, storage, summary,
+           progress, carla_version: str | None, ids_consistent: bool):
     """Copy every message and add each frame's outputs (as the node makes them) after its last input."""
     store = get_typestore(Stores.ROS2_KILTED)
-    step = FrameStep(settings)
+    cameras, table = step.rigging.cameras, output_table(step.settings.cameras)
     writer = Writer(out, version=9, storage_plugin=storage)
     writer.set_custom_data(BAG_LABEL_IDS_KEY, ids_value(ids_consistent))
     if summary.smoke_note:
@@ -297,10 +374,10 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
     try:
         connmap, convmap = create_connections_converters(reader.connections, None, reader, writer)
         outputs = {name: writer.add_connection(output_topic(name), msgtype, typestore=store)
-                   for name, msgtype in OUTPUTS.items()}
-        image_ids = {c.id for c in _connections(reader, topics.image)}
+                   for name, msgtype in table.items()}
+        image_of = _camera_of(reader, topics, "image")
         sensor_of = {c.id: name for name in SENSORS for c in _connections(reader, getattr(topics, name))}
-        ordinals = {"image": 0, **dict.fromkeys(SENSORS, 0)}
+        image_ordinals, ordinals = Counter(), dict.fromkeys(SENSORS, 0)
         matched_sensors: dict[int, set[str]] = {}
         for (sensor, _), frames in index.matches.items():
             for i in frames:
@@ -308,25 +385,42 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
         pending: dict[int, _Pending] = {}
         bad_frames: set[int] = set()
 
-        def frame(i: int) -> _Pending:
-            return pending.setdefault(i, _Pending(set(matched_sensors.get(i, ()))))
+        def frame(i: int) -> _Pending | None:
+            """The frame's pending outputs; None for a frame of which no image could be segmented."""
+            if i not in pending and i not in bad_frames:
+                with np.load(_frame_file(work, i)) as data:
+                    labels = {camera: data[_labels_key(k)] for k, camera in enumerate(cameras)
+                              if _labels_key(k) in data}
+                summary.bad_images += len(index.frames[i].images) - len(labels)
+                if labels:
+                    pending[i] = _Pending(labels, set(labels), set(matched_sensors.get(i, ())))
+                else:
+                    bad_frames.add(i)
+            return pending.get(i)
 
         def emit_when_complete(i: int, timestamp: int) -> None:
             waiting = pending[i]
-            if waiting.header is None or waiting.sensors:
+            if waiting.cameras or waiting.sensors:
                 return
             del pending[i]
-            with np.load(_frame_file(work, i)) as data:
-                labels = data["labels"]
-            stamp = stamp_ns(waiting.header.stamp)
-            result = step(waiting.rgb, labels, waiting.clouds, _camera_for(index, stamp))
+            infos = {camera: _camera_for(index, camera, stamp_ns(header.stamp))
+                     for camera, header in waiting.headers.items()}
+            result = step.surround({camera: (waiting.rgbs[camera], waiting.labels[camera]) for camera in cameras
+                                    if camera in waiting.labels}, waiting.clouds, infos, table)
             for output in result.outputs:
-                header = _header(store, stamp, output.frame_id or waiting.header.frame_id)
-                msgtype = OUTPUTS[output.name]
+                if output.frame_id is None:  # a camera's output: its image's header
+                    camera_header = waiting.headers[output.camera]
+                    header = _header(store, stamp_ns(camera_header.stamp), camera_header.frame_id)
+                else:  # a cloud: the frame's stamp (its first image's) and the sensor's frame
+                    header = _header(store, index.frames[i].stamp, output.frame_id)
+                msgtype = table[output.name]
                 writer.write(outputs[output.name], timestamp,
                              store.serialize_cdr(_message(store, msgtype, output.layout, header), msgtype))
             summary.labeled_clouds += sum(output.name.endswith("/labeled") for output in result.outputs)
             summary.counts.update(result.counts)
+            if step.rigging.surround:
+                complete = len(waiting.labels) == len(cameras)
+                summary.counts[Count.SURROUND_COMPLETE if complete else Count.SURROUND_PARTIAL] += 1
             for problem in result.problems:
                 log.warning("frame %d: %s", i, problem.message)
 
@@ -334,35 +428,28 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
                                          unit="msg", disable=not progress, mininterval=1.0):
             writer.write(connmap[(conn.id, conn.owner)], timestamp, convmap[conn.msgtype](raw))
             summary.messages_copied += 1
-            if conn.id in image_ids:
-                i = ordinals["image"]
-                ordinals["image"] += 1
-                if i % every:
-                    continue
-                with np.load(_frame_file(work, i)) as data:
-                    bad = "labels" not in data
-                if bad:
-                    summary.bad_images += 1
-                    bad_frames.add(i)
-                    pending.pop(i, None)
+            if conn.id in image_of:
+                camera = image_of[conn.id]
+                i = index.of_image[(camera, image_ordinals[camera])]
+                image_ordinals[camera] += 1
+                waiting = None if i % every else frame(i)
+                if waiting is None or camera not in waiting.labels:
                     continue
                 msg = reader.deserialize(raw, conn.msgtype)
-                waiting = frame(i)
-                waiting.header, waiting.rgb = msg.header, frame_rgb(msg)
+                waiting.headers[camera], waiting.rgbs[camera] = msg.header, frame_rgb(msg)
+                waiting.cameras.discard(camera)
                 emit_when_complete(i, timestamp)
             elif conn.id in sensor_of:
                 name = sensor_of[conn.id]
                 j = ordinals[name]
                 ordinals[name] += 1
-                frames = index.matches.get((name, j), [])
+                frames = [i for i in index.matches.get((name, j), []) if frame(i) is not None]
                 if not frames:
                     continue
                 msg = reader.deserialize(raw, conn.msgtype)
                 cloud = SensorCloud(cloud_from_msg(msg), msg.header.frame_id, bool(msg.is_dense))
                 for i in frames:
-                    if i in bad_frames:
-                        continue
-                    waiting = frame(i)
+                    waiting = pending[i]
                     waiting.clouds[name] = cloud
                     waiting.sensors.discard(name)
                     emit_when_complete(i, timestamp)
@@ -370,11 +457,12 @@ def _write(reader, topics, settings, index: _Index, every: int, work: Path, out:
         writer.close()
 
 
-def _camera_for(index: _Index, stamp: int) -> CameraModel | None:
-    """The camera model of the latest camera_info at or before the frame (the first one if none is)."""
-    if not index.cameras:
+def _camera_for(index: _Index, camera: str, stamp: int) -> CameraModel | None:
+    """The camera's model of its latest camera_info at or before the frame (the first one if none is)."""
+    infos = index.camera_infos[camera]
+    if not infos:
         return None
-    return index.cameras[max(bisect.bisect_right(index.camera_stamps, stamp) - 1, 0)]
+    return infos[max(bisect.bisect_right(infos, stamp, key=lambda item: item[0]) - 1, 0)][1]
 
 
 def _header(store, stamp: int, frame_id: str):

@@ -3,11 +3,13 @@ tools/bag.py, so the CLI builds its flags without loading the engine."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rosbags.rosbag2 import StoragePlugin
 
-from ..rig import default_rig, sensor_topics
+from ..rig import Rig, default_rig, sensor_topics
+from ..runtime.rigging import SINGLE
+from ..runtime.settings import StreamSettings
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -24,3 +26,16 @@ class BagTopics:
     camera_info: str = CAMERA_TOPICS["camera_info"]
     lidar: str = sensor_topics(RIG, RIG.first("lidar"))["cloud"]
     radar: str = sensor_topics(RIG, RIG.first("radar"))["cloud"]
+    # surround: camera -> its topics by kind (image, camera_info); empty: the one camera on image and camera_info
+    surround: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def cameras(self) -> dict[str, dict[str, str]]:
+        """camera -> its image and camera_info topics (the single camera's name is SINGLE)."""
+        return self.surround or {SINGLE: {"image": self.image, "camera_info": self.camera_info}}
+
+
+def surround_topics(rig: Rig, settings: StreamSettings) -> BagTopics:
+    """The surround cameras', the LiDAR's and the radar's topics, by their ids in the rig, as the bridge names them."""
+    cameras = {camera: sensor_topics(rig, rig.sensor(camera)) for camera in settings.cameras}
+    return BagTopics(lidar=sensor_topics(rig, rig.sensor(settings.lidar_id))["cloud"],
+                     radar=sensor_topics(rig, rig.sensor(settings.radar_id))["cloud"], surround=cameras)
