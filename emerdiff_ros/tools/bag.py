@@ -96,7 +96,7 @@ class _Frame:
 
 @dataclass
 class _Index:
-    frames: list[_Frame]  # in stamp order
+    frames: list[_Frame]  # in the bag's order
     of_image: dict[tuple[str, int], int]  # (camera, image ordinal) -> the frame it is in
     camera_infos: dict[str, list[tuple[int, CameraModel]]]  # camera -> (stamp, model), by stamp
     matches: dict[tuple[str, int], list[int]]  # (sensor, cloud ordinal) -> frame ordinals it matches
@@ -259,12 +259,12 @@ def _index(reader: AnyReader, topics: BagTopics, step: FrameStep, every: int, su
 
 
 def _frames(images: list[tuple[int, str, int]], slop_ns: int) -> list[_Frame]:
-    """The images grouped in stamp order: an image joins the latest frame when it is within sync_slop of
-    that frame's stamp and that frame has no image of its camera yet (so one camera's images are each a
-    frame of their own)."""
+    """The images grouped in the bag's order (as the node met them; a bag that loops keeps its loops apart):
+    an image joins the latest frame when it is within sync_slop of that frame's stamp and that frame has no
+    image of its camera yet (so one camera's images are each a frame of their own)."""
     frames: list[_Frame] = []
-    for stamp, camera, ordinal in sorted(images, key=lambda image: image[0]):
-        if frames and stamp - frames[-1].stamp <= slop_ns and camera not in frames[-1].images:
+    for stamp, camera, ordinal in images:
+        if frames and abs(stamp - frames[-1].stamp) <= slop_ns and camera not in frames[-1].images:
             frames[-1].images[camera] = ordinal
         else:
             frames.append(_Frame(stamp, {camera: ordinal}))
