@@ -125,6 +125,16 @@ def test_a_camera_that_goes_silent_does_not_stop_the_others(carla_frame):
     assert not bridge.out["rgb_left/labels"].messages
 
 
+def test_deactivating_segments_the_surround_frame_still_gathering(carla_frame):
+    with surround_node(surround_timeout=60.0) as (node, bridge):
+        bridge.images["rgb_left"].publish(bgra_image(carla_frame, 300.0, frame_id="ego_vehicle/rgb_left"))
+        bridge.diagnostics_when(lambda v: v["rgb_left/frames_received"] == "1")
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        labels = bridge.out["rgb_left/labels"].wait(1)
+    assert [stamp_ns(m.header.stamp) for m in labels] == [stamp_ns(stamp(300.0))]
+    assert not bridge.out["rgb_front/labels"].messages
+
+
 def test_a_camera_the_rig_does_not_have_stops_the_start_naming_it():
     overrides = [Parameter(k, value=v) for k, v in {**FAST_PARAMS, **SURROUND,
                                                      "cameras": ["rgb_front", "rgb_top"]}.items()]

@@ -131,6 +131,16 @@ def test_a_newer_surround_frame_gives_up_the_older_ones_still_gathering():
     assert gather.add("front", 5, "after a loop").ready is None  # far back in time: gathered afresh, not late
 
 
+def test_a_stop_sends_the_surround_frame_still_gathering_with_the_cameras_it_has():
+    clock = Clock()
+    gather = gatherer(clock)
+    gather.add("front", 1000, "F1")
+    gather.add("left", 2000, "L2")
+    out = gather.flush()
+    assert out.ready.frames == {"left": "L2"} and out.ready.missing == ("front",) and out.dropped == {"front": 1}
+    assert gather.flush().ready is None
+
+
 def test_points_are_labelled_by_the_camera_they_land_nearest_the_centre_of():
     rig = surround_rig(FRONT_LEFT)
     front, left = np.zeros((60, 80), np.uint8), np.zeros((60, 80), np.uint8)

@@ -116,11 +116,16 @@ class EmerDiffNode(LifecycleNode):
         except RigError as exc:
             self.get_logger().fatal(f"cannot start surround perception: {exc}")
             return TransitionCallbackReturn.FAILURE
+        devices = self.settings.devices
+        if len(devices) > 1 and not self.settings.cameras:
+            self.get_logger().warning(f"devices lists {len(devices)} devices but one camera has use for one: the "
+                                      f"model loads on {devices[0]} only (set cameras for surround perception)")
+            devices = devices[:1]
         try:
-            devices = ", ".join(str(resolve_device(d)) for d in self.settings.devices or (self.config.device,))
-            self.get_logger().info(f"loading model {method_model(self.config, self.settings.method)!r} on {devices} "
+            named = ", ".join(str(resolve_device(d)) for d in devices or (self.config.device,))
+            self.get_logger().info(f"loading model {method_model(self.config, self.settings.method)!r} on {named} "
                                    f"({self.settings.method}) ...")
-            segmenters = load_on_devices(self.config, self.settings.method, self.settings.devices)
+            segmenters = load_on_devices(self.config, self.settings.method, devices)
         except CheckpointError as exc:  # on one line, as every start-up error, in ROS's words
             self.get_logger().fatal(f"cannot load the model: {' '.join(exc.for_ros().split())}")
             return TransitionCallbackReturn.FAILURE
@@ -230,9 +235,12 @@ class EmerDiffNode(LifecycleNode):
         return True
 
     def _stop_polling(self) -> None:
+        """Surround: no more gathering; the newest surround frame still gathering is segmented as it is."""
         if self._poll_timer is not None:
             self.destroy_timer(self._poll_timer)
             self._poll_timer = None
+        if self.gatherer is not None and not self.gate.closed:
+            self._gathered(self.gatherer.flush())
 
     def _release(self) -> None:
         """Drop the model and the output publishers; the GPU memory goes back to the device."""

@@ -105,6 +105,15 @@ class SurroundGatherer(Generic[T]):
                 out.ready = self._send(newest, out)
         return out
 
+    def flush(self) -> Gathered[T]:
+        """No more frames will come (the node stops): send the newest surround frame still gathering, with
+        the cameras it has, so no frame accepted is lost without a word."""
+        out: Gathered[T] = Gathered()
+        with self._lock:
+            if self._forming:
+                out.ready = self._send(self._forming[-1], out)
+        return out
+
     def _send(self, forming: _Forming[T], out: Gathered[T]) -> SurroundFrame[T]:
         """Take it, and give up every older surround frame still gathering."""
         index = self._forming.index(forming)
