@@ -10,11 +10,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import Float32
 
 from emerdiff_ros.runtime.clouds import NO_CAMERA, NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.ros.node import EmerDiffNode
-from emerdiff_ros.runtime.outputs import output_table, output_topic
+from emerdiff_ros.runtime.outputs import SCORES, camera_topic, output_table, output_topic
 from ros_harness import (FAST_PARAMS, ROLE, Collector, bgra_image, lidar_cloud, own_context, spinning, stamp,
                          stop_spinning)
 from test_node import cloud_field, image_array
@@ -22,6 +23,7 @@ from test_node import cloud_field, image_array
 CAMERAS = ("rgb_front", "rgb_left")
 SURROUND = {"cameras": list(CAMERAS), "rig_file": str(Path(__file__).resolve().parents[1] / "config" /
                                                       "carla_surround.json"), "fov_from_rig": True}
+SEMANTIC = {camera: camera.replace("rgb", "semantic_segmentation") for camera in CAMERAS}  # at the same poses
 LIDAR_Z = 2.4  # the rig's LiDAR height; its cameras sit at 2.0 m
 
 
@@ -32,11 +34,18 @@ class SurroundBridge(Node):
         super().__init__("surround_bridge", context=context)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.images = {camera: self.create_publisher(Image, f"{ROLE}/{camera}/image", qos) for camera in CAMERAS}
+        self.ground_truth = {camera: self.create_publisher(Image, f"{ROLE}/{SEMANTIC[camera]}/image", qos)
+                             for camera in CAMERAS}
         self.lidar = self.create_publisher(PointCloud2, f"{ROLE}/lidar", qos)
         self.out = {name: Collector() for name in output_table(CAMERAS)}
         for name, kind in output_table(CAMERAS).items():
             self.create_subscription(Image if kind.endswith("Image") else PointCloud2, output_topic(name),
                                      self.out[name], 10)
+        for camera in CAMERAS:
+            for name in SCORES:
+                self.out[camera_topic(camera, name)] = Collector()
+                self.create_subscription(Float32, output_topic(camera_topic(camera, name)),
+                                         self.out[camera_topic(camera, name)], 10)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = Collector()
@@ -44,7 +53,7 @@ class SurroundBridge(Node):
 
     def connected(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in (*self.images.values(), self.lidar)) and all(
-            self.count_publishers(output_topic(name)) > 0 for name in self.out)
+            self.count_publishers(output_topic(name)) > 0 for name in output_table(CAMERAS))
 
     def diagnostics_when(self, ready, timeout: float = 60.0) -> dict:
         for _ in range(int(timeout)):
@@ -57,7 +66,8 @@ class SurroundBridge(Node):
 
 def remappings() -> list[str]:
     return ["--ros-args", "-r", f"lidar:={ROLE}/lidar", "-r", f"radar:={ROLE}/radar_front",
-            *[arg for camera in CAMERAS for arg in ("-r", f"{camera}/image:={ROLE}/{camera}/image")]]
+            *[arg for camera in CAMERAS for arg in ("-r", f"{camera}/image:={ROLE}/{camera}/image")],
+            *[arg for camera in CAMERAS for arg in ("-r", f"{camera}/ground_truth:={ROLE}/{SEMANTIC[camera]}/image")]]
 
 
 @contextmanager
@@ -133,6 +143,21 @@ def test_deactivating_segments_the_surround_frame_still_gathering(carla_frame):
         labels = bridge.out["rgb_left/labels"].wait(1)
     assert [stamp_ns(m.header.stamp) for m in labels] == [stamp_ns(stamp(300.0))]
     assert not bridge.out["rgb_front/labels"].messages
+
+
+def test_each_camera_is_scored_against_its_own_semantic_camera(carla_frame):
+    truth = np.zeros_like(carla_frame)
+    truth[:300], truth[300:] = (70, 130, 180), (128, 64, 128)  # sky over road, as the bridge's palette colours
+    with surround_node(ground_truth_format="carla-palette", carla_version="0.9.13") as (node, bridge):
+        t = 400.0
+        bridge.diagnostics_when(lambda v: bridge.ground_truth["rgb_front"].get_subscription_count() > 0)
+        bridge.ground_truth["rgb_front"].publish(bgra_image(truth, t, frame_id="ego_vehicle/semantic_front"))
+        for camera in CAMERAS:
+            bridge.images[camera].publish(bgra_image(carla_frame, t, frame_id=f"ego_vehicle/{camera}"))
+        front = bridge.out["rgb_front/score/frame_miou"].wait(1)
+        bridge.diagnostics_when(lambda v: v["surround_frames_complete"] == "1")
+    assert 0.0 < front[0].data <= 100.0
+    assert not bridge.out["rgb_left/score/frame_miou"].messages  # rgb_left's semantic camera sent nothing
 
 
 def test_a_camera_the_rig_does_not_have_stops_the_start_naming_it():
