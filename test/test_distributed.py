@@ -18,19 +18,22 @@ import torch
 from PIL import Image
 from rosbags.highlevel import AnyReader
 
-from bag_builder import write_bag
+from bag_builder import write_bag, write_surround_bag
 from emerdiff_ros.cli import main
 from emerdiff_ros.distributed import ClusterError, RayRunner
 from emerdiff_ros.distributed.pool import plan_workers
 from emerdiff_ros.engine import Segmenter
 from emerdiff_ros.runtime.settings import StreamSettings
+from emerdiff_ros.runtime.rigging import surround_rig
 from emerdiff_ros.tools.bag import segment_bag, segment_fleet, work_dir
+from emerdiff_ros.tools.bag_options import surround_topics
 from emerdiff_ros.tools.images import list_images
 from emerdiff_ros.tools.samples import sample_images
 from emerdiff_ros.tools.segment import segment_images
 from tiny import config, flags
 
 ARGS = ["--preset", "paper", *flags()]
+SURROUND_RIG = Path(__file__).resolve().parents[1] / "config" / "carla_surround.json"
 CONFIG = config()
 
 
@@ -120,6 +123,20 @@ def test_a_fleet_of_bags_on_ray_equals_the_single_process_command(runner, tmp_pa
     # resumed, a fleet skips the bags already written
     again = list(segment_fleet(runner, StreamSettings(), sources, tmp_path / "ray", resume=True, progress=False))
     assert [summary for _, _, summary in again] == [None, None]
+
+
+def test_a_surround_bag_on_ray_is_one_job_per_surround_frame_and_equals_one_process(runner, alone, tmp_path,
+                                                                                    carla_frame):
+    cameras = ("rgb_front", "rgb_left")
+    settings = StreamSettings(cameras=cameras, rig_file=str(SURROUND_RIG), fov_from_rig=True)
+    topics = surround_topics(surround_rig(settings), settings)
+    source = write_surround_bag(tmp_path / "in", np.roll(carla_frame, 60, axis=1), cameras,
+                                np.array([[12.0, 0.0, -0.4], [0.0, 11.0, -0.4]]), frames=3)
+    jobs_before = runner.jobs_done
+    segment_bag(alone, settings, source, tmp_path / "alone", topics=topics, progress=False)
+    segment_bag(runner, settings, source, tmp_path / "ray", topics=topics, progress=False)
+    assert runner.jobs_done - jobs_before == 3  # a surround frame per job, not a camera
+    assert bag_messages(tmp_path / "ray") == bag_messages(tmp_path / "alone")
 
 
 def test_fleet_outputs_need_distinct_names_and_never_overwrite(tmp_path, carla_frame, capsys):

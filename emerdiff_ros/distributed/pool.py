@@ -179,6 +179,11 @@ class RayRunner:
                 del jobs[seq]
                 worker.jobs += 1
 
+    @property
+    def jobs_done(self) -> int:
+        """Jobs done so far, all workers together (a surround frame is one job)."""
+        return sum(w.jobs for w in self._workers)
+
     def lines(self) -> list[str]:
         per_worker = ", ".join(f"{w.label()} {w.jobs}" + (f" (replaced {w.restarts}x)" if w.restarts else "")
                                for w in self._workers)
