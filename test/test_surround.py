@@ -94,7 +94,7 @@ class Clock:
 
 
 def gatherer(clock: Clock, cameras=("front", "left")) -> SurroundGatherer:
-    return SurroundGatherer(cameras, slop_ns=10, timeout_s=0.5, horizon_ns=10_000, clock=clock)
+    return SurroundGatherer(cameras, slop_ns=10, timeout_s=0.5, clock=clock)
 
 
 def test_a_surround_frame_goes_out_when_every_camera_sent_its_frame():
@@ -128,7 +128,33 @@ def test_a_newer_surround_frame_gives_up_the_older_ones_still_gathering():
     gather.add("front", 2000, "F2")
     out = gather.add("left", 2000, "L2")
     assert out.ready.stamp == 2000 and out.dropped == {"front": 1}
-    assert gather.add("front", 5, "after a loop").ready is None  # far back in time: gathered afresh, not late
+
+
+def test_a_bag_that_loops_goes_on_giving_surround_frames():
+    clock = Clock()
+    gather = gatherer(clock)
+    sent = []
+    for loop in range(3):  # a 5-tick bag played three times: its stamps go back twice
+        for tick in range(5):
+            stamp = 1000 + 100 * tick
+            gather.add("front", stamp, (loop, tick))
+            out = gather.add("left", stamp + 5, (loop, tick))
+            assert not out.late and not out.dropped
+            sent.append(out.ready.frames["front"])
+    assert sent == [(loop, tick) for loop in range(3) for tick in range(5)]
+
+
+def test_a_camera_that_is_behind_is_not_called_silent():
+    clock = Clock()
+    gather = gatherer(clock)
+    gather.add("front", 1000, "F1")
+    clock.now = 0.3
+    gather.add("left", 2000, "L2")  # left lost tick 1000 but is sending
+    clock.now = 0.5
+    out = gather.poll()
+    assert out.ready.frames == {"front": "F1"} and out.ready.missing == ("left",)
+    assert out.silenced == ()
+    assert gather.add("front", 2000, "F2").ready.complete  # left is still waited for
 
 
 def test_a_stop_sends_the_surround_frame_still_gathering_with_the_cameras_it_has():

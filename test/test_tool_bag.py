@@ -183,6 +183,17 @@ def test_a_surround_bag_labels_every_camera_and_fuses_the_lidar_in_one_label_spa
     assert "/emerdiff/labels" not in messages and not messages["/emerdiff/radar/labeled"]
 
 
+def test_a_surround_frame_is_segmented_alike_whichever_camera_the_bag_logged_first(tmp_path, carla_frame):
+    views = {"rgb_front": carla_frame, "rgb_left": np.ascontiguousarray(carla_frame[::-1])}
+    labels = []
+    for order in (CAMERAS, CAMERAS[::-1]):
+        source = write_surround_bag(tmp_path / f"in_{order[0]}", views, order, AROUND, frames=1)
+        assert main(["bag", str(source), str(tmp_path / f"out_{order[0]}"), *SURROUND_FLAGS, *FAST]) == 0
+        messages = read_back(tmp_path / f"out_{order[0]}")
+        labels.append([bytes(messages[f"/emerdiff/{camera}/labels"][0].data) for camera in CAMERAS])
+    assert labels[0] == labels[1]  # k-means sees the cameras in the order of --cameras, as the node does
+
+
 def test_a_surround_frame_without_a_cameras_image_is_segmented_with_the_others_and_counted(tmp_path, carla_frame,
                                                                                            capsys):
     source = write_surround_bag(tmp_path / "in", carla_frame, CAMERAS, AROUND, frames=3,

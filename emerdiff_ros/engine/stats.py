@@ -51,14 +51,14 @@ class FrameStats:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         cuda = self.device.startswith("cuda")
-        if cuda:
-            torch.cuda.synchronize()
+        if cuda:  # this frame's device: a thread segmenting on cuda:1 must not wait for cuda:0
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
             if cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(self.device)
             self.stage_seconds[name] += time.perf_counter() - start
 
     def as_dict(self) -> dict:

@@ -44,9 +44,8 @@ def segment_surround(images: Sequence[np.ndarray], method: str, config: EmerDiff
     # dino's patch features are cheap: its second round computes them again rather than carrying them.
     results = run_round([LabelJob(frame, centers, method) for frame in found] if diffusion
                         else [SegmentJob(image, method, centers) for image in images])
-    for result in results:  # each camera's figures include the fit its labels needed
+    for result in results:  # each camera's k-means stage shows the fit its labels needed (done once for all)
         result.stats.stage_seconds["kmeans"] += fit_seconds
-        result.stats.seconds += fit_seconds
     return results
 
 

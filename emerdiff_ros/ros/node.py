@@ -163,8 +163,7 @@ class EmerDiffNode(LifecycleNode):
             self._subscribe(sensor)
         self._follow_camera_fov()
         if settings.cameras:
-            self.gatherer = SurroundGatherer(settings.cameras, int(settings.sync_slop * 1e9), settings.surround_timeout,
-                                             int(settings.cloud_buffer_seconds * 1e9))
+            self.gatherer = SurroundGatherer(settings.cameras, int(settings.sync_slop * 1e9), settings.surround_timeout)
             self._poll_timer = self.create_timer(POLL_S, self._poll_surround,
                                                  clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.gate.reopen()
@@ -240,7 +239,11 @@ class EmerDiffNode(LifecycleNode):
             self.destroy_timer(self._poll_timer)
             self._poll_timer = None
         if self.gatherer is not None and not self.gate.closed:
-            self._gathered(self.gatherer.flush())
+            flushed = self.gatherer.flush()
+            if flushed.ready is not None and self.gate.waiting:  # the frame accepted before it is kept
+                flushed.dropped.update(flushed.ready.frames.keys())
+                flushed.ready = None
+            self._gathered(flushed)
 
     def _release(self) -> None:
         """Drop the model and the output publishers; the GPU memory goes back to the device."""
@@ -330,8 +333,6 @@ class EmerDiffNode(LifecycleNode):
         arrival = self.sync.frame(stamp)
         if arrival is Arrival.TIME_JUMP:
             self._time_jump(camera or "camera", stamp)
-            if self.gatherer is not None:
-                self.gatherer.reset()
         elif arrival is Arrival.STALE:
             self.health.count(Count.STALE_STAMPS)  # segmented all the same: it is the newest frame there is
         self.ground_truth[camera].frame(stamp)
@@ -432,16 +433,16 @@ class EmerDiffNode(LifecycleNode):
 
     def _process(self, frame: SurroundFrame) -> None:
         waited, started = self.gate.last_wait, time.monotonic()
-        settings = self.settings
+        settings, pipeline = self.settings, self.pipeline
+        frame = replace(frame, frames={camera: _deserialized(msg) for camera, msg in frame.frames.items()})
         # From now on the frame holds its clouds: those buffered and those of its tick still to come, however
         # long it takes to segment and however far the drive goes on meanwhile.
         self.sync.hold(frame.stamp, int(settings.sync_slop * 1e9))
-        frame = replace(frame, frames={camera: _deserialized(msg) for camera, msg in frame.frames.items()})
         for camera, msg in frame.frames.items():
             self.ground_truth[camera].hold(stamp_ns(msg.header.stamp))
         try:
             rgbs = self._decoded(frame)
-            segmented = self._segmented(rgbs) if rgbs else {}
+            segmented = self._segmented(pipeline, rgbs) if rgbs else {}
         except CheckpointError as exc:  # a method switched to at run time whose weights are not here
             self.health.failed(f"method {settings.method}: {exc.reason}")
             self._warn(f"checkpoint:{settings.method}", f"method {settings.method} cannot run, frames are skipped "
@@ -490,11 +491,11 @@ class EmerDiffNode(LifecycleNode):
                 self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {_whose(camera)}image: {exc}")
         return rgbs
 
-    def _segmented(self, rgbs: dict) -> dict:
+    def _segmented(self, pipeline: FramePipeline, rgbs: dict) -> dict:
         """camera -> its segmented frame; a surround frame's cameras in one label space."""
         if self.gatherer is None:
-            return {camera: self.pipeline.segment(rgb) for camera, rgb in rgbs.items()}
-        return dict(zip(rgbs, self.pipeline.segment_surround(list(rgbs.values()))))
+            return {camera: pipeline.segment(rgb) for camera, rgb in rgbs.items()}
+        return dict(zip(rgbs, pipeline.segment_surround(list(rgbs.values()))))
 
     def _count_surround(self, frame: SurroundFrame, segmented: dict) -> None:
         for camera in frame.missing:
@@ -555,7 +556,6 @@ class EmerDiffNode(LifecycleNode):
             companions.slop = int(settings.sync_slop * 1e9)
         if self.gatherer is not None:
             self.gatherer.slop_ns, self.gatherer.timeout_s = int(settings.sync_slop * 1e9), settings.surround_timeout
-            self.gatherer.horizon_ns = int(settings.cloud_buffer_seconds * 1e9)
         return SetParametersResult(successful=True)
 
     def _on_timer(self) -> None:

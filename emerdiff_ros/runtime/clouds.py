@@ -94,9 +94,9 @@ class Cloud:
     def with_labels(self, labels: np.ndarray, cameras: np.ndarray | None = None) -> "Cloud":
         """A packed copy with a uint16 `label` field after the existing ones and, for a surround frame's cloud,
         a uint8 `camera` field after it (which camera labelled each point); fields of those names are replaced."""
-        for values in (labels, cameras):
+        for what, values in (("labels", labels), ("camera indices", cameras)):
             if values is not None and len(values) != self.size:
-                raise CloudError(f"{len(values)} labels for {self.size} points")
+                raise CloudError(f"{len(values)} {what} for {self.size} points")
         added = (LABEL_FIELD,) if cameras is None else (LABEL_FIELD, CAMERA_FIELD)
         kept = tuple(f for f in self.fields if f.name not in added)
         offset = -(-self.point_step // 2) * 2  # uint16 alignment

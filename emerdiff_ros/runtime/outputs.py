@@ -127,7 +127,7 @@ def frame_outputs(views: dict[str, CameraView], clouds: dict[str, SensorCloud], 
     for sensor, matched in clouds.items():
         if f"{sensor}/points" in wanted:
             outputs.append(Output(f"{sensor}/points", cloud_layout(matched.cloud, matched.is_dense), matched.frame_id))
-        if f"{sensor}/labeled" not in wanted and not projections:
+        if f"{sensor}/labeled" not in wanted and not any(camera_topic(c, PROJECTION) in wanted for c in views):
             continue
         seen = [camera for camera, view in views.items() if view.camera is not None]
         report.without_camera = [camera for camera in views if camera not in seen]

@@ -55,6 +55,14 @@ def load_on_devices(config: EmerDiffConfig, method: str, devices: Sequence[str],
     return [load(config.replace(device=device), method) for device in devices or (config.device,)]
 
 
+def _use_device(device: str) -> None:
+    """A device thread's current CUDA device is its own: synchronisation and cache calls then mean it."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)
+
+
 class FramePipeline:
     """Segments frames with the method the settings name and keeps their label values stable; safe to
     reconfigure from another thread. Each method's model is loaded once per device, by the thread that
@@ -69,8 +77,9 @@ class FramePipeline:
         self.tracker = LabelTracker(settings.track_smoothing)
         self._segmenters = {family(settings.method): segmenters}
         self.config, self.settings = config, settings  # config.device aside: each segmenter has its own
-        self._threads = [ThreadPoolExecutor(1, thread_name_prefix=f"emerdiff-{device}") for device in self.devices
-                         ] if len(segmenters) > 1 else []
+        self._threads = [] if len(segmenters) == 1 else [
+            ThreadPoolExecutor(1, thread_name_prefix=f"emerdiff-{device}", initializer=_use_device, initargs=(device,))
+            for device in self.devices]
 
     def configure(self, config: EmerDiffConfig, settings: StreamSettings) -> None:
         """Use new method parameters or settings from the next frame on. Raises ConfigError, changing nothing,
@@ -100,9 +109,9 @@ class FramePipeline:
         return [SegmentedFrame(frame_labels, result) for frame_labels, result in zip(labels, results)]
 
     def close(self) -> None:
-        """End the device threads (a frame in progress finishes first)."""
+        """End the device threads: the jobs running finish, those not started are dropped."""
         for thread in self._threads:
-            thread.shutdown(wait=True)
+            thread.shutdown(wait=False, cancel_futures=True)
 
     def _current(self) -> tuple[StreamSettings, list[Segmenter]]:
         with self._lock:

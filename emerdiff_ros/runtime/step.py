@@ -85,10 +85,9 @@ class FrameStep:
             result.add(Problem(Count.CLOUD_ERRORS, f"error_{sensor}", f"no labelled {sensor} cloud for this frame: "
                                                                        f"{reason}"))
         for name in report.without_camera:
-            whose = f"{name}'s " if name else ""
-            result.add(Problem(Count.CLOUDS_WITHOUT_CAMERA_INFO, f"without_camera:{name}",
-                               f"no {whose}camera_info yet: clouds are not labelled by it (or set "
-                               f"{'fov_from_rig' if name else 'camera_fov'})"))
+            message = (f"no {name}'s camera_info yet: clouds are not labelled by it (or set fov_from_rig)" if name
+                       else "no camera_info yet: clouds are not labelled (or set camera_fov)")
+            result.add(Problem(Count.CLOUDS_WITHOUT_CAMERA_INFO, f"without_camera:{name}", message))
         for name, view in views.items():
             if view.camera is camera_infos.get(name) and view.camera is not None and \
                     _aspects_differ(view.camera, *view.labels.shape[::-1]):

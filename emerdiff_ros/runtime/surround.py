@@ -5,7 +5,8 @@ mode gives them one stamp). It goes out as soon as every camera has sent its fra
 surround_timeout with the cameras it has: a camera missing then counts as silent and is not waited for
 until it sends again, so a dead camera costs the others one timeout, not one per frame. A newer surround
 frame that goes out gives up the older ones still gathering (their frames count as dropped), and a frame
-whose surround frame already went out comes too late.
+whose surround frame already went out comes too late. Stamps before the last surround frame's (a bag that
+loops, a simulator restart) start surround frames of their own, as one camera's frames are all segmented.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ class _Forming(Generic[T]):
 class SurroundGatherer(Generic[T]):
     """Gathers the cameras' frames into surround frames (thread-safe)."""
 
-    def __init__(self, cameras: Sequence[str], slop_ns: int, timeout_s: float, horizon_ns: int,
+    def __init__(self, cameras: Sequence[str], slop_ns: int, timeout_s: float,
                  clock: Callable[[], float] = time.monotonic):
         self.cameras = tuple(cameras)
-        self.slop_ns, self.timeout_s, self.horizon_ns = slop_ns, timeout_s, horizon_ns
+        self.slop_ns, self.timeout_s = slop_ns, timeout_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._forming: list[_Forming[T]] = []  # oldest stamp first
+        self._forming: list[_Forming[T]] = []  # in the order they opened: after a loop, stamps are not
         self._silent: set[str] = set()
         self._last_out: int | None = None  # stamp of the last surround frame that went out
 
@@ -65,25 +66,17 @@ class SurroundGatherer(Generic[T]):
         with self._lock:
             return frozenset(self._silent)
 
-    def reset(self) -> None:
-        """Time went back: what was gathering belongs to another timeline."""
-        with self._lock:
-            self._forming, self._last_out = [], None
-
     def add(self, camera: str, stamp: int, frame: T) -> Gathered[T]:
         out: Gathered[T] = Gathered()
         with self._lock:
             self._silent.discard(camera)
-            if self._last_out is not None and stamp <= self._last_out + self.slop_ns:
-                if stamp >= self._last_out - self.horizon_ns:
-                    out.late = True
-                    return out
-                self._forming, self._last_out = [], None  # far before: time went back
+            if self._last_out is not None and abs(stamp - self._last_out) <= self.slop_ns:
+                out.late = True
+                return out
             forming = next((f for f in self._forming if abs(stamp - f.stamp) <= self.slop_ns), None)
             if forming is None:
                 forming = _Forming(stamp, self._clock())
                 self._forming.append(forming)
-                self._forming.sort(key=lambda f: f.stamp)
             if camera in forming.frames:  # the same camera twice within sync_slop: the newer frame counts
                 out.dropped[camera] += 1
             forming.frames[camera] = frame
@@ -99,7 +92,9 @@ class SurroundGatherer(Generic[T]):
             expired = [f for f in self._forming if now - f.opened >= self.timeout_s]
             if expired:
                 newest = expired[-1]
-                missing = [camera for camera in self.cameras if camera not in newest.frames]
+                later = {camera for f in self._forming[self._forming.index(newest) + 1 :] for camera in f.frames}
+                # A camera that sent a newer frame is behind, not silent.
+                missing = [camera for camera in self.cameras if camera not in newest.frames and camera not in later]
                 out.silenced = tuple(camera for camera in missing if camera not in self._silent)
                 self._silent.update(missing)
                 out.ready = self._send(newest, out)
@@ -115,7 +110,7 @@ class SurroundGatherer(Generic[T]):
         return out
 
     def _send(self, forming: _Forming[T], out: Gathered[T]) -> SurroundFrame[T]:
-        """Take it, and give up every older surround frame still gathering."""
+        """Take it, and give up every surround frame that opened before it and is still gathering."""
         index = self._forming.index(forming)
         for older in self._forming[:index]:
             out.dropped.update(older.frames.keys())

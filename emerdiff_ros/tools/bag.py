@@ -43,7 +43,7 @@ from ..runtime.counters import Count
 from ..runtime.outputs import SENSORS, SensorCloud, output_table, output_topic
 from ..runtime.pipeline import stable_surround_labels
 from ..runtime.projection import CameraModel
-from ..runtime.rigging import surround_rig
+from ..runtime.rigging import SINGLE, surround_rig
 from ..runtime.settings import StreamSettings
 from ..runtime.stamps import StampBuffer
 from ..runtime.step import FrameStep
@@ -296,7 +296,7 @@ def _segment(reader, topics, runner: FrameRunner, step: FrameStep, method: str, 
             tracker.restore(cached["tracker"])
 
     with tqdm(total=len(selected), initial=len(done), desc="segment", unit="frame", disable=not progress) as bar:
-        jobs = _jobs(reader, topics, index, [i for i in selected if i not in done], step.rigging.surround, method)
+        jobs = _jobs(reader, topics, index, [i for i in selected if i not in done], cameras, method)
         for (ordinal, segmented, bad), segmentation in runner.run(jobs):
             if segmentation is None:
                 result = {"bad": bad}
@@ -314,10 +314,11 @@ def _segment(reader, topics, runner: FrameRunner, step: FrameStep, method: str, 
             bar.update()
 
 
-def _jobs(reader, topics: BagTopics, index: _Index, wanted: list[int], surround: bool, method: str):
+def _jobs(reader, topics: BagTopics, index: _Index, wanted: list[int], cameras: tuple[str, ...], method: str):
     """((frame ordinal, cameras segmented, why none was), job) of each wanted frame, in frame order: one
-    image, or a surround frame's images as one job (the node segments them together). A frame waits here
-    until the bag has given all its images, so a camera logged late costs memory, not the order."""
+    image, or a surround frame's images as one job (the node segments them together), in the order of
+    `cameras` as the node has them (k-means depends on the order of its samples). A frame waits here until
+    the bag has given all its images, so a camera logged late costs memory, not the order."""
     image_of = _camera_of(reader, topics, "image")
     waiting = {i: dict.fromkeys(index.frames[i].images) for i in wanted}  # camera -> its RGB, or why not
     unread = {i: len(index.frames[i].images) for i in wanted}
@@ -338,9 +339,11 @@ def _jobs(reader, topics: BagTopics, index: _Index, wanted: list[int], surround:
         unread[i] -= 1
         while ahead is not None and not unread[ahead]:
             images = waiting.pop(ahead)
-            rgbs = {camera: rgb for camera, rgb in images.items() if not isinstance(rgb, str)}
+            rgbs = {camera: images[camera] for camera in cameras
+                    if camera in images and not isinstance(images[camera], str)}
             if rgbs:
-                job = SurroundJob(tuple(rgbs.values()), method) if surround else SegmentJob(*rgbs.values(), method)
+                job = (SegmentJob(*rgbs.values(), method) if cameras == (SINGLE,)
+                       else SurroundJob(tuple(rgbs.values()), method))
                 yield (ahead, tuple(rgbs), None), job
             else:
                 yield (ahead, (), "; ".join(images.values())), None
@@ -383,11 +386,12 @@ def _write(reader, topics, step: FrameStep, index: _Index, every: int, work: Pat
             for i in frames:
                 matched_sensors.setdefault(i, set()).add(sensor)
         pending: dict[int, _Pending] = {}
-        bad_frames: set[int] = set()
+        done_frames: set[int] = set()  # written, or without an image that could be segmented
 
         def frame(i: int) -> _Pending | None:
-            """The frame's pending outputs; None for a frame of which no image could be segmented."""
-            if i not in pending and i not in bad_frames:
+            """The frame's pending outputs; None for a frame written already or of which no image could be
+            segmented (a bad image that comes after its frame's outputs changes nothing)."""
+            if i not in pending and i not in done_frames:
                 with np.load(_frame_file(work, i)) as data:
                     labels = {camera: data[_labels_key(k)] for k, camera in enumerate(cameras)
                               if _labels_key(k) in data}
@@ -395,7 +399,7 @@ def _write(reader, topics, step: FrameStep, index: _Index, every: int, work: Pat
                 if labels:
                     pending[i] = _Pending(labels, set(labels), set(matched_sensors.get(i, ())))
                 else:
-                    bad_frames.add(i)
+                    done_frames.add(i)
             return pending.get(i)
 
         def emit_when_complete(i: int, timestamp: int) -> None:
@@ -403,6 +407,7 @@ def _write(reader, topics, step: FrameStep, index: _Index, every: int, work: Pat
             if waiting.cameras or waiting.sensors:
                 return
             del pending[i]
+            done_frames.add(i)
             infos = {camera: _camera_for(index, camera, stamp_ns(header.stamp))
                      for camera, header in waiting.headers.items()}
             result = step.surround({camera: (waiting.rgbs[camera], waiting.labels[camera]) for camera in cameras
