@@ -105,8 +105,9 @@ def _run(args) -> int:
         _finish_with_their_clouds(node, executor)
         finished = node.lifecycle_state != "active" or node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
         counts = node.health.counts
-        log.info(f"stopped: {counts['frames_received']} frames received, {counts['frames_processed']} segmented, "
-                 f"{node.gate.replaced} replaced by newer ones")
+        frames = "surround frames" if node.settings.cameras else "frames"  # images come in, surround frames out
+        log.info(f"stopped: {counts['frames_received']} images received, {counts['frames_processed']} {frames} "
+                 f"segmented, {node.gate.replaced} replaced by newer ones")
         if finished:
             node.destroy_node()
         rclpy.try_shutdown(uninstall_handlers=False)  # rclpy installed none; keep ours

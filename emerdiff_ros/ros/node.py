@@ -116,6 +116,9 @@ class EmerDiffNode(LifecycleNode):
         except RigError as exc:
             self.get_logger().fatal(f"cannot start surround perception: {exc}")
             return TransitionCallbackReturn.FAILURE
+        if self.settings.cameras and self.settings.camera_fov:
+            self.get_logger().warning("camera_fov is for one camera and is not used in surround perception: set "
+                                      "fov_from_rig to take each camera's fov from rig_file")
         devices = self.settings.devices
         if len(devices) > 1 and not self.settings.cameras:
             self.get_logger().warning(f"devices lists {len(devices)} devices but one camera has use for one: the "
