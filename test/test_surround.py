@@ -117,7 +117,8 @@ def test_a_silent_camera_costs_one_timeout_then_is_not_waited_for():
     assert timed_out.ready.frames == {"front": "F1"} and timed_out.ready.missing == ("left",)
     assert timed_out.silenced == ("left",)
     assert gather.add("front", 2000, "F2").ready.missing == ("left",)  # at once: left is silent
-    assert gather.add("left", 3000, "L3").ready is None  # left is back: waited for again
+    back = gather.add("left", 3000, "L3")
+    assert back.returned and back.ready is None  # left is back: waited for again
     assert gather.add("front", 3000, "F3").ready.complete
 
 

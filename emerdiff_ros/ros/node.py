@@ -351,10 +351,13 @@ class EmerDiffNode(LifecycleNode):
     def _gathered(self, gathered: Gathered, camera: str = "") -> None:
         for dropped, n in gathered.dropped.items():
             self.health.count_camera(dropped, CameraCount.DROPPED, n)
+        if gathered.returned:
+            self.get_logger().info(f"camera {camera} sends again: surround frames wait for it from now on")
         if gathered.late:
             self.health.count_camera(camera, CameraCount.LATE)
-            self._warn(f"late:{camera}", f"dropping a {camera} frame: its surround frame went out without it "
-                                         f"(it came more than surround_timeout after the first camera's)")
+            why = ("it was silent, and its surround frame did not wait for it" if gathered.returned
+                   else "it came more than surround_timeout after the first camera's")
+            self._warn(f"late:{camera}", f"dropping a {camera} frame: its surround frame went out without it ({why})")
         for silent in gathered.silenced:
             self._say_once(f"silent:{silent}", f"camera {silent} sent no frame within surround_timeout "
                                                f"({self.settings.surround_timeout:g} s): the other cameras are "
@@ -392,8 +395,9 @@ class EmerDiffNode(LifecycleNode):
         arrival = self.sync.add(name, stamp_ns(msg.header.stamp), SensorCloud(cloud, msg.header.frame_id,
                                                                              bool(msg.is_dense)))
         if arrival is Arrival.FUTURE:
-            self._skip(Count.FUTURE_STAMPS, name, f"skipping {name} cloud stamped {_seconds(msg.header.stamp)}: more "
-                                                  "than cloud_buffer_seconds ahead of every other stream")
+            self._skip(Count.FUTURE_STAMPS, name, f"holding back {name} cloud stamped {_seconds(msg.header.stamp)}: "
+                                                  "more than cloud_buffer_seconds ahead of every other stream; it "
+                                                  "counts once the camera or more messages confirm that time")
         elif arrival is Arrival.OUTLIER:
             self._skip(Count.OUTLIER_STAMPS, name, f"holding back {name} cloud stamped {_seconds(msg.header.stamp)}: "
                                                    "more than cloud_buffer_seconds before the drive's time; it counts "

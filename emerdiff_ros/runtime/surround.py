@@ -38,6 +38,7 @@ class Gathered(Generic[T]):
     ready: SurroundFrame[T] | None = None  # a surround frame to segment
     dropped: Counter = field(default_factory=Counter)  # camera -> frames given up with an older surround frame
     late: bool = False  # the frame's surround frame had gone out already: dropped
+    returned: bool = False  # the frame's camera was silent: it is waited for again from the next surround frame
     silenced: tuple[str, ...] = ()  # cameras that just timed out: not waited for until they send again
 
 
@@ -69,6 +70,7 @@ class SurroundGatherer(Generic[T]):
     def add(self, camera: str, stamp: int, frame: T) -> Gathered[T]:
         out: Gathered[T] = Gathered()
         with self._lock:
+            out.returned = camera in self._silent
             self._silent.discard(camera)
             if self._last_out is not None and abs(stamp - self._last_out) <= self.slop_ns:
                 out.late = True
