@@ -227,22 +227,22 @@ def own_context(args: list[str] | None = None):
 
 
 @contextmanager
-def running(**params):
-    """The emerdiff node (in this process, its own executor thread) and a bridge connected to it over DDS."""
-    overrides = [Parameter(k, value=v) for k, v in {**FAST_PARAMS, **params}.items()]
-    with own_context(node_arguments()) as context, own_context() as bridge_context:
+def node_and_bridge(params: dict, arguments: list[str], make_bridge, connect):
+    """The emerdiff node (in this process, its own executor thread) and a bridge node over DDS; connect(bridge)
+    waits until the two are connected."""
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    with own_context(arguments) as context, own_context() as bridge_context:
         node = EmerDiffNode(context=context, parameter_overrides=overrides)
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        bridge = Bridge(bridge_context)
+        bridge = make_bridge(bridge_context)
         executors = []
         for n, ctx in ((node, context), (bridge, bridge_context)):
             executor = MultiThreadedExecutor(context=ctx)
             executor.add_node(n)
             executors.append((executor, spinning(executor)))
         try:
-            bridge.wait_for_subscribers(compressed=params.get("image_transport") == "compressed",
-                                        camera_info=not params.get("camera_fov"))
+            connect(bridge)
             yield node, bridge
         finally:
             for executor, thread in executors:
@@ -251,6 +251,17 @@ def running(**params):
                 node.trigger_shutdown()
             node.destroy_node()
             bridge.destroy_node()
+
+
+@contextmanager
+def running(**params):
+    """The emerdiff node and a CARLA-bridge-like node connected to it over DDS."""
+    def connect(bridge):
+        bridge.wait_for_subscribers(compressed=params.get("image_transport") == "compressed",
+                                    camera_info=not params.get("camera_fov"))
+
+    with node_and_bridge({**FAST_PARAMS, **params}, node_arguments(), Bridge, connect) as (node, bridge):
+        yield node, bridge
 
 
 @contextmanager

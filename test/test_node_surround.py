@@ -1,10 +1,8 @@
 """Surround perception over real DDS: two cameras of the shipped surround rig in one node, one LiDAR around."""
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -16,8 +14,7 @@ from emerdiff_ros.runtime.clouds import NO_CAMERA, NO_LABEL
 from emerdiff_ros.runtime.messages import stamp_ns
 from emerdiff_ros.ros.node import EmerDiffNode
 from emerdiff_ros.runtime.outputs import SCORES, camera_topic, output_table, output_topic
-from ros_harness import (FAST_PARAMS, ROLE, Collector, bgra_image, lidar_cloud, own_context, spinning, stamp,
-                         stop_spinning)
+from ros_harness import FAST_PARAMS, ROLE, Collector, bgra_image, lidar_cloud, node_and_bridge, own_context, stamp
 from test_node import cloud_field, image_array
 
 CAMERAS = ("rgb_front", "rgb_left")
@@ -55,6 +52,13 @@ class SurroundBridge(Node):
         return all(p.get_subscription_count() > 0 for p in (*self.images.values(), self.lidar)) and all(
             self.count_publishers(output_topic(name)) > 0 for name in output_table(CAMERAS))
 
+    def wait_for_subscribers(self) -> None:
+        for _ in range(200):
+            if self.connected():
+                return
+            self.diagnostics.wait(len(self.diagnostics.messages) + 1, 0.05)
+        assert self.connected(), "the emerdiff node's surround topics did not connect"
+
     def diagnostics_when(self, ready, timeout: float = 60.0) -> dict:
         for _ in range(int(timeout)):
             message = self.diagnostics.wait(len(self.diagnostics.messages) + 1, 5.0)[-1]
@@ -70,33 +74,10 @@ def remappings() -> list[str]:
             *[arg for camera in CAMERAS for arg in ("-r", f"{camera}/ground_truth:={ROLE}/{SEMANTIC[camera]}/image")]]
 
 
-@contextmanager
 def surround_node(**params):
-    overrides = [Parameter(k, value=v) for k, v in {**FAST_PARAMS, **SURROUND, **params}.items()]
-    with own_context(remappings()) as context, own_context() as bridge_context:
-        node = EmerDiffNode(context=context, parameter_overrides=overrides)
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        bridge = SurroundBridge(bridge_context)
-        executors = []
-        for n, ctx in ((node, context), (bridge, bridge_context)):
-            executor = MultiThreadedExecutor(context=ctx)
-            executor.add_node(n)
-            executors.append((executor, spinning(executor)))
-        try:
-            for _ in range(200):
-                if bridge.connected():
-                    break
-                bridge.diagnostics.wait(len(bridge.diagnostics.messages) + 1, 0.05)
-            assert bridge.connected(), "the emerdiff node's surround topics did not connect"
-            yield node, bridge
-        finally:
-            for executor, thread in executors:
-                stop_spinning(executor, thread)
-            if node.lifecycle_state == "active":
-                node.trigger_shutdown()
-            node.destroy_node()
-            bridge.destroy_node()
+    """The node on two cameras of the surround rig, and a bridge connected to it over DDS."""
+    return node_and_bridge({**FAST_PARAMS, **SURROUND, **params}, remappings(), SurroundBridge,
+                           SurroundBridge.wait_for_subscribers)
 
 
 def test_two_cameras_label_one_cloud_all_around_the_car_in_one_label_space(carla_frame):
