@@ -107,10 +107,12 @@ def write_bag(path: Path, rgb: np.ndarray, frames: int = 3, kind: str = "mcap", 
 
 def write_surround_bag(path: Path, rgb: np.ndarray | dict[str, np.ndarray], cameras: tuple[str, ...],
                        lidar_points: np.ndarray, frames: int = 2,
-                       missing: frozenset[tuple[int, str]] = frozenset()) -> Path:
+                       missing: frozenset[tuple[int, str]] = frozenset(),
+                       unreadable: frozenset[tuple[int, str]] = frozenset()) -> Path:
     """An MCAP bag of `frames` CARLA ticks of the surround rig's cameras (no camera_info: fov_from_rig) and
     LiDAR, each camera stamped a little after the tick as the bridge may; missing: (tick, camera) without
-    an image. rgb: one view for every camera, or each camera's own (camera -> view)."""
+    an image; unreadable: (tick, camera) whose image has an encoding the node does not take. rgb: one view for
+    every camera, or each camera's own (camera -> view)."""
     store = get_typestore(Stores.ROS2_KILTED)
     t = store.types
     writer = Writer2(path, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -131,6 +133,8 @@ def write_surround_bag(path: Path, rgb: np.ndarray | dict[str, np.ndarray], came
                 continue
             view = rgb[camera] if isinstance(rgb, dict) else rgb
             image = _image(store, np.roll(view, 8 * i, axis=1), header(f"ego_vehicle/{camera}", 1_000_000 * k))
+            if (i, camera) in unreadable:
+                image.encoding = "yuv422"
             writer.write(images[camera], frame_stamp(i) + 1_000_000 * (k + 1),
                          store.serialize_cdr(image, "sensor_msgs/msg/Image"))
     writer.close()

@@ -183,6 +183,16 @@ def test_a_surround_bag_labels_every_camera_and_fuses_the_lidar_in_one_label_spa
     assert "/emerdiff/labels" not in messages and not messages["/emerdiff/radar/labeled"]
 
 
+def test_an_unreadable_image_logged_after_its_frames_outputs_is_counted_once(tmp_path, carla_frame, capsys):
+    source = write_surround_bag(tmp_path / "in", carla_frame, CAMERAS, AROUND, frames=2,
+                                unreadable=frozenset({(0, "rgb_left")}))
+    assert main(["bag", str(source), str(tmp_path / "out"), *SURROUND_FLAGS, *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert ", 1 bad" in printed and "surround frames: 1 complete, 1 partial" in printed
+    messages = read_back(tmp_path / "out")
+    assert len(messages["/emerdiff/rgb_front/labels"]) == 2 and len(messages["/emerdiff/rgb_left/labels"]) == 1
+
+
 def test_a_surround_frame_is_segmented_alike_whichever_camera_the_bag_logged_first(tmp_path, carla_frame):
     views = {"rgb_front": carla_frame, "rgb_left": np.ascontiguousarray(carla_frame[::-1])}
     labels = []
