@@ -38,7 +38,7 @@ from ..rig import RigError
 from ..runtime.cdr import image_header
 from ..runtime.counters import CameraCount, Count
 from ..runtime.outputs import (CAMERA_INFO, CLOUD, IMAGE, INPUTS, NODE_NAME, SCORES, SENSORS, SensorCloud,
-                               camera_topic, output_table)
+                               camera_topic, output_table, whose)
 from ..runtime.pipeline import FramePipeline, load_on_devices
 from ..runtime.projection import CameraModel
 from ..runtime.rigging import SINGLE, surround_rig
@@ -331,7 +331,7 @@ class EmerDiffNode(LifecycleNode):
                 check_image(msg, self.settings.max_image_pixels)
                 stamp = stamp_ns(msg.header.stamp)
         except MessageError as exc:
-            self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {_whose(camera)}image: {exc}")
+            self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {whose(camera)}image: {exc}")
             return
         arrival = self.sync.frame(stamp)
         if arrival is Arrival.TIME_JUMP:
@@ -383,7 +383,7 @@ class EmerDiffNode(LifecycleNode):
             self.camera_infos[camera] = camera_from_info(msg)
         except MessageError as exc:
             self._skip(Count.BAD_CAMERA_INFO, camera_topic(camera, "camera_info"),
-                       f"ignoring {_whose(camera)}camera_info: {exc}")
+                       f"ignoring {whose(camera)}camera_info: {exc}")
 
     def _on_cloud(self, name: str, msg: PointCloud2) -> None:
         self.health.count(Count.of("received", name))
@@ -392,14 +392,14 @@ class EmerDiffNode(LifecycleNode):
         except MessageError as exc:
             self._skip(Count.BAD_CLOUDS, name, f"skipping {name} cloud: {exc}")
             return
-        arrival = self.sync.add(name, stamp_ns(msg.header.stamp), SensorCloud(cloud, msg.header.frame_id,
-                                                                             bool(msg.is_dense)))
+        stamp = stamp_ns(msg.header.stamp)
+        arrival = self.sync.add(name, stamp, SensorCloud(cloud, msg.header.frame_id, bool(msg.is_dense)))
         if arrival is Arrival.FUTURE:
-            self._skip(Count.FUTURE_STAMPS, name, f"holding back {name} cloud stamped {_seconds(msg.header.stamp)}: "
+            self._skip(Count.FUTURE_STAMPS, name, f"holding back {name} cloud stamped {_seconds(stamp)}: "
                                                   "more than cloud_buffer_seconds ahead of every other stream; it "
                                                   "counts once the camera or more messages confirm that time")
         elif arrival is Arrival.OUTLIER:
-            self._skip(Count.OUTLIER_STAMPS, name, f"holding back {name} cloud stamped {_seconds(msg.header.stamp)}: "
+            self._skip(Count.OUTLIER_STAMPS, name, f"holding back {name} cloud stamped {_seconds(stamp)}: "
                                                    "more than cloud_buffer_seconds before the drive's time; it counts "
                                                    "only if the camera or more messages confirm that time went back")
         elif arrival is Arrival.UNSTAMPED:
@@ -407,12 +407,12 @@ class EmerDiffNode(LifecycleNode):
         elif arrival is Arrival.STALE:
             self.health.count(Count.STALE_STAMPS)  # from before time went back: no frame will match it
         elif arrival is Arrival.TIME_JUMP:
-            self._time_jump(name, stamp_ns(msg.header.stamp))
+            self._time_jump(name, stamp)
 
     def _time_jump(self, stream: str, stamp: int) -> None:
         self.health.count(Count.TIME_JUMPS)
         self.get_logger().warning(
-            f"time went back to {stamp / 1e9:.3f} s ({stream}): more than cloud_buffer_seconds "
+            f"time went back to {_seconds(stamp)} ({stream}): more than cloud_buffer_seconds "
             "before the newest stamp (a bag loop, a /clock jump or a simulator restart); matching starts afresh")
 
     def _skip(self, counter: Count, source: str, message: str) -> None:
@@ -465,11 +465,11 @@ class EmerDiffNode(LifecycleNode):
             {camera: (rgbs[camera], done.labels) for camera, done in segmented.items()}, clouds, self.camera_infos,
             wanted)
         cloud_stamp = Time(sec=frame.stamp // 10**9, nanosec=frame.stamp % 10**9)  # the surround frame's one stamp
+        kinds = output_table(settings.cameras)
         for output in result.outputs:
             header = (frame.frames[output.camera].header if output.frame_id is None
                       else Header(stamp=cloud_stamp, frame_id=output.frame_id))
-            kind = output_table(settings.cameras)[output.name]
-            self._outputs[output.name].publish(to_layout_message(kind, output.layout, header))
+            self._outputs[output.name].publish(to_layout_message(kinds[output.name], output.layout, header))
         for counter, n in result.counts.items():
             self.health.count(counter, n)
         for problem in result.problems:
@@ -495,12 +495,12 @@ class EmerDiffNode(LifecycleNode):
             except MessageError as exc:
                 if camera:
                     self.health.count_camera(camera, CameraCount.BAD)
-                self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {_whose(camera)}image: {exc}")
+                self._skip(Count.BAD_IMAGES, camera_topic(camera, "image"), f"skipping {whose(camera)}image: {exc}")
         return rgbs
 
     def _segmented(self, pipeline: FramePipeline, rgbs: dict) -> dict:
         """camera -> its segmented frame; a surround frame's cameras in one label space."""
-        if self.gatherer is None:
+        if not self.settings.cameras:
             return {camera: pipeline.segment(rgb) for camera, rgb in rgbs.items()}
         return dict(zip(rgbs, pipeline.segment_surround(list(rgbs.values()))))
 
@@ -513,17 +513,17 @@ class EmerDiffNode(LifecycleNode):
     def _score(self, camera: str, labels, ground_truth: Image | None, header) -> None:
         if ground_truth is None:
             self.health.count(Count.FRAMES_WITHOUT_GROUND_TRUTH)
-            topic = camera_topic(camera, "ground_truth")
-            self._say_once(f"no_ground_truth:{camera}", f"no ground truth within sync_slop of {_whose(camera)}frame "
-                                                        f"{_seconds(header.stamp)}: it is not scored (frames_without_"
-                                                        f"ground_truth counts the others; is the semantic camera "
-                                                        f"publishing on `{topic}`?)")
+            topic, stamp = camera_topic(camera, "ground_truth"), _seconds(stamp_ns(header.stamp))
+            self._say_once(f"no_ground_truth:{camera}", f"no ground truth within sync_slop of {whose(camera)}frame "
+                                                        f"{stamp}: it is not scored (frames_without_ground_truth "
+                                                        f"counts the others; is the semantic camera publishing on "
+                                                        f"`{topic}`?)")
             return
         try:
             values = self.live[camera].add(labels, label_pixels(ground_truth))
         except (MessageError, ScoringError) as exc:
             self._skip(Count.BAD_GROUND_TRUTH, camera_topic(camera, "ground_truth"),
-                       f"ground truth of {_whose(camera)}frame {_seconds(header.stamp)} not scored: {exc}")
+                       f"ground truth of {whose(camera)}frame {_seconds(stamp_ns(header.stamp))} not scored: {exc}")
             return
         self.health.count(Count.SCORED_FRAMES)
         for name, value in values.items():
@@ -538,7 +538,7 @@ class EmerDiffNode(LifecycleNode):
 
     def _on_error(self, frame: SurroundFrame, exc: BaseException) -> None:
         self.health.failed(f"{type(exc).__name__}: {exc}")
-        text = self._throttle("processing_error", f"frame {frame.stamp / 1e9:.3f} s failed: {exc}")
+        text = self._throttle("processing_error", f"frame {_seconds(frame.stamp)} failed: {exc}")
         if text is not None:
             self.get_logger().error(f"{text}\n{traceback.format_exc()}")
 
@@ -585,10 +585,6 @@ def _deserialized(msg):
     return deserialize_message(msg, Image) if isinstance(msg, bytes) else msg
 
 
-def _whose(camera: str) -> str:
-    """"rgb_left's " in a message about one of the surround cameras; nothing for the single camera."""
-    return f"{camera}'s " if camera else ""
-
-
-def _seconds(stamp) -> str:
-    return f"{stamp_ns(stamp) / 1e9:.3f} s"
+def _seconds(stamp: int) -> str:
+    """A stamp in nanoseconds as a log shows it."""
+    return f"{stamp / 1e9:.3f} s"

@@ -52,6 +52,11 @@ def camera_topic(camera: str, name: str) -> str:
     return f"{camera}/{name}" if camera else name
 
 
+def whose(camera: str) -> str:
+    """"rgb_left's " in a message about one of the surround cameras; nothing for the single camera."""
+    return f"{camera}'s " if camera else ""
+
+
 FLOAT = "std_msgs/msg/Float32"
 # Live scoring against ground truth (only with ground_truth_format): percentages a plotting tool graphs.
 SCORES: dict[str, str] = {f"score/{name}": FLOAT for name in ("frame_miou", "frame_pixel_accuracy", "drive_miou",

@@ -57,10 +57,11 @@ def load_on_devices(config: EmerDiffConfig, method: str, devices: Sequence[str],
 
 def _use_device(device: str) -> None:
     """A device thread's current CUDA device is its own: synchronisation and cache calls then mean it."""
-    if device.startswith("cuda"):
-        import torch
+    import torch
 
-        torch.cuda.set_device(device)
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and chosen.index is not None:  # plain "cuda" is the current device already
+        torch.cuda.set_device(chosen)
 
 
 class FramePipeline:

@@ -40,7 +40,7 @@ from ..engine.jobs import FrameRunner, SegmentJob, runner_for
 from ..engine.surround import SurroundJob
 from ..runtime.messages import MessageError, camera_from_info, cloud_from_msg, frame_rgb, stamp_ns
 from ..runtime.counters import Count
-from ..runtime.outputs import SENSORS, SensorCloud, output_table, output_topic
+from ..runtime.outputs import SENSORS, SensorCloud, output_table, output_topic, whose
 from ..runtime.pipeline import stable_surround_labels
 from ..runtime.projection import CameraModel
 from ..runtime.rigging import SINGLE, surround_rig
@@ -231,7 +231,7 @@ def _index(reader: AnyReader, topics: BagTopics, step: FrameStep, every: int, su
             try:
                 camera_infos[camera].append((stamp_ns(msg.header.stamp), camera_from_info(msg)))
             except MessageError as exc:
-                log.warning("ignoring %scamera_info: %s", f"{camera}'s " if camera else "", exc)
+                log.warning("ignoring %scamera_info: %s", whose(camera), exc)
         else:
             name = sensor_of[conn.id]
             try:
@@ -334,7 +334,7 @@ def _jobs(reader, topics: BagTopics, index: _Index, wanted: list[int], cameras: 
         try:
             waiting[i][camera] = frame_rgb(reader.deserialize(raw, conn.msgtype))
         except MessageError as exc:
-            log.warning("skipping %simage of frame %d: %s", f"{camera}'s " if camera else "", i, exc)
+            log.warning("skipping %simage of frame %d: %s", whose(camera), i, exc)
             waiting[i][camera] = str(exc)
         unread[i] -= 1
         while ahead is not None and not unread[ahead]:
